@@ -1,0 +1,149 @@
+"""The contract between tasks and methods: capabilities, requests, results, metrics.
+
+A task turns documents into requests of a few kinds and scores the answers into one record
+per document; a method answers the requests. Which kinds a method answers is its set of
+capabilities, checked against the task's before any model loads.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class Capability(str, enum.Enum):
+    LOGLIKELIHOOD = "loglikelihood"  # log P(continuation | context): multiple choice
+    STREAM = "stream"  # rolling or stateful scoring of long text: perplexity
+    GENERATE = "generate"  # free text from a prompt
+    ACT = "act"  # multi-turn: agent steps, repair rounds
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    context: str
+    continuation: str
+    chat: bool = False  # render ``context`` as a user turn through the model's chat template
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    logprob: float
+    is_greedy: bool
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """Score ``text`` conditioned on ``context`` (which is not scored).
+
+    ``window`` is the most tokens one forward pass sees and ``stride`` how many new tokens
+    each later window scores (the rest is carried-over context); ``None`` means the
+    method's maximum length and a stride equal to the window (disjoint windows).
+    """
+
+    text: str
+    context: str = ""
+    window: int | None = None
+    stride: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    logprob: float
+    n_tokens: int
+    window: int
+    stride: int
+    n_windows: int
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str | tuple[ChatMessage, ...]
+    max_new_tokens: int = 256
+    until: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_p: float = 1.0
+    chat: bool = False  # render a string prompt as one user turn through the chat template
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    text: str
+    n_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class ActRequest:
+    """One agent turn: the conversation so far; the method answers with the next message."""
+
+    messages: tuple[ChatMessage, ...]
+    max_new_tokens: int = 256
+    until: tuple[str, ...] = ()
+    temperature: float = 0.0
+
+
+Request = LoglikelihoodRequest | StreamRequest | GenerateRequest | ActRequest
+Result = LoglikelihoodResult | StreamResult | GenerateResult
+
+REQUEST_CAPABILITY: dict[type, Capability] = {
+    LoglikelihoodRequest: Capability.LOGLIKELIHOOD,
+    StreamRequest: Capability.STREAM,
+    GenerateRequest: Capability.GENERATE,
+    ActRequest: Capability.ACT,
+}
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One evaluation unit. ``id`` is stable across runs and methods (used for pairing)."""
+
+    id: str
+    data: dict[str, Any] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How to aggregate per-sample record fields into one number with a 95% CI.
+
+    ``statistic`` receives one numpy array per name in ``fields`` (values across samples)
+    and returns the metric; ``ci`` picks Wilson's interval for proportions (``fields`` must
+    be one 0/1 field) or a paired bootstrap over samples for anything else.
+    """
+
+    name: str
+    higher_is_better: bool
+    fields: tuple[str, ...]
+    statistic: Callable[..., float]
+    ci: Literal["wilson", "bootstrap"] = "bootstrap"
+    description: str = ""
+
+
+def dispatch(method: Any, requests: Sequence[Request]) -> list[Result]:
+    """Answer a mixed list of requests, one batched method call per request kind."""
+    results: list[Result | None] = [None] * len(requests)
+    by_kind: dict[type, list[int]] = {}
+    for index, request in enumerate(requests):
+        by_kind.setdefault(type(request), []).append(index)
+    handlers = {
+        LoglikelihoodRequest: method.loglikelihood,
+        StreamRequest: method.score_stream,
+        GenerateRequest: method.generate,
+        ActRequest: method.act,
+    }
+    for kind, indices in by_kind.items():
+        answers = handlers[kind]([requests[i] for i in indices])
+        for index, answer in zip(indices, answers, strict=True):
+            results[index] = answer
+    return results  # type: ignore[return-value]

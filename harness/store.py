@@ -1,0 +1,210 @@
+"""The run store: one folder per run id, an append-only sample log, and an SQLite index.
+
+``runs/<id>/spec.json``    the full spec (written once, checked on resume)
+``runs/<id>/samples.jsonl`` one record per finished document, appended and fsynced per chunk
+``runs/<id>/results.json``  metrics with CIs and everything else needed to cite the number
+``runs/<id>/state.json``    per-session options, cost and timings (rewritten atomically)
+``runs/index.sqlite``       one row per run, for ``harness show``, tables and leaderboards
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from harness.errors import RunStoreError
+from harness.spec import RunSpec, canonical_json
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False, sort_keys=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.run_id = path.name
+
+    spec_path = property(lambda self: self.path / "spec.json")
+    samples_path = property(lambda self: self.path / "samples.jsonl")
+    results_path = property(lambda self: self.path / "results.json")
+    state_path = property(lambda self: self.path / "state.json")
+
+    def exists(self) -> bool:
+        return self.spec_path.is_file()
+
+    def spec(self) -> RunSpec:
+        try:
+            return RunSpec.from_dict(json.loads(self.spec_path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError, KeyError) as error:
+            raise RunStoreError(f"run {self.run_id}: unreadable spec.json ({error})") from None
+
+    def create(self, spec: RunSpec) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.exists():
+            if canonical_json(self.spec().as_dict()) != canonical_json(spec.as_dict()):
+                raise RunStoreError(f"run {self.run_id}: spec.json differs from this run's spec")
+            return
+        atomic_write_json(self.spec_path, spec.as_dict())
+        self.samples_path.touch()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One writer per run: a second process on the same spec fails at once."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunStoreError(f"run {self.run_id} is being written by another process") from None
+            yield
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Finished records; a torn last line (crash mid-write) is dropped and cut off."""
+        if not self.samples_path.is_file():
+            return []
+        raw = self.samples_path.read_bytes()
+        records, good_end = [], 0
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good_end += len(line)
+        if good_end != len(raw):
+            with open(self.samples_path, "r+b") as handle:
+                handle.truncate(good_end)
+        return records
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode()
+        if not payload:
+            return
+        fd = os.open(self.samples_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, payload)  # one write per chunk: a crash tears at most this chunk
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def results(self) -> dict[str, Any] | None:
+        if not self.results_path.is_file():
+            return None
+        return json.loads(self.results_path.read_text(encoding="utf-8"))
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        atomic_write_json(self.results_path, results)
+
+    def state(self) -> dict[str, Any]:
+        if not self.state_path.is_file():
+            return {"sessions": []}
+        return json.loads(self.state_path.read_text(encoding="utf-8"))
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        atomic_write_json(self.state_path, state)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    task TEXT, task_version TEXT, method TEXT, model TEXT, seed INTEGER, n_limit INTEGER,
+    status TEXT, n_samples INTEGER, n_selected INTEGER,
+    main_metric TEXT, main_value REAL, ci_low REAL, ci_high REAL, higher_is_better INTEGER,
+    created_at TEXT, updated_at TEXT, path TEXT, spec_json TEXT, metrics_json TEXT, cost_json TEXT
+)
+"""
+
+
+class RunStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.index_path = self.root / "index.sqlite"
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.root / run_id)
+
+    def find(self, prefix: str) -> RunDir:
+        """A run by id or unique id prefix."""
+        if (self.root / prefix / "spec.json").is_file():
+            return self.run(prefix)
+        matches = sorted(p.name for p in self.root.glob(f"{prefix}*") if (p / "spec.json").is_file()) if self.root.is_dir() else []
+        if len(matches) == 1:
+            return self.run(matches[0])
+        if not matches:
+            raise RunStoreError(f"no run '{prefix}' in {self.root}")
+        raise RunStoreError(f"run id '{prefix}' is ambiguous: {', '.join(matches[:5])}")
+
+    def run_dirs(self) -> list[RunDir]:
+        if not self.root.is_dir():
+            return []
+        return [RunDir(p) for p in sorted(self.root.iterdir()) if (p / "spec.json").is_file()]
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.index_path, timeout=30)
+        try:
+            connection.execute(_SCHEMA)
+            yield connection
+            connection.commit()
+        finally:
+            connection.close()
+
+    def index(self, run: RunDir) -> None:
+        spec = run.spec()
+        results = run.results()
+        n_samples = len(run.samples())
+        status = "finished" if results else ("running" if n_samples == 0 else "incomplete")
+        main = results["metrics"][results["main_metric"]] if results else {}
+        row = {
+            "run_id": run.run_id, "task": spec.task["name"], "task_version": spec.task["version"],
+            "method": spec.method["name"], "model": spec.model["name"], "seed": spec.seed,
+            "n_limit": spec.selection.get("limit"), "status": status, "n_samples": n_samples,
+            "n_selected": spec.selection.get("n_selected"),
+            "main_metric": results["main_metric"] if results else None, "main_value": main.get("value"),
+            "ci_low": main.get("ci_low"), "ci_high": main.get("ci_high"),
+            "higher_is_better": main.get("higher_is_better"),
+            "created_at": run.state().get("created_at"), "updated_at": now(), "path": str(run.path),
+            "spec_json": canonical_json(spec.as_dict()),
+            "metrics_json": canonical_json(results["metrics"]) if results else None,
+            "cost_json": canonical_json(results.get("cost")) if results else None,
+        }
+        with self._db() as db:
+            columns = ", ".join(row)
+            marks = ", ".join(f":{k}" for k in row)
+            db.execute(f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({marks})", row)
+
+    def reindex(self) -> int:
+        runs = self.run_dirs()
+        for run in runs:
+            self.index(run)
+        return len(runs)
+
+    def rows(self, **filters: Any) -> list[dict[str, Any]]:
+        if not self.index_path.is_file():
+            self.reindex()
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            where = " AND ".join(f"{k} = :{k}" for k in filters)
+            query = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY updated_at"
+            return [dict(r) for r in db.execute(query, filters)]

@@ -1,0 +1,87 @@
+"""The task contract: data, prompts, scoring and metrics for one benchmark."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.api import Capability, Doc, Metric, Request, Result, dispatch
+from harness.config import NoArgs
+from harness.registry import Registry
+from harness.stats import MetricValue, summarize_all
+
+if TYPE_CHECKING:
+    from harness.data import DataStore
+    from harness.method import Method
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Run-level settings a task may need while building requests."""
+
+    chat: bool  # render prompts through the model's chat template
+    seed: int
+
+
+class Task(ABC):
+    """A benchmark. Subclasses set ``requires``, ``Config`` and implement the hooks below."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    requires: ClassVar[frozenset[Capability]] = frozenset()
+    Config: ClassVar[type] = NoArgs
+    chat_by_default: ClassVar[bool] = False  # generation tasks on chat models: True
+    docs_per_chunk: ClassVar[int] = 16  # documents evaluated (and logged) together
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = inspect.getdoc(cls) or inspect.getdoc(inspect.getmodule(cls)) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @abstractmethod
+    def load_docs(self, data: DataStore) -> list[Doc]:
+        """All documents of the configured split, in a stable order, with stable ids."""
+
+    @abstractmethod
+    def metrics(self) -> list[Metric]:
+        """The metrics, main metric first."""
+
+    def requests(self, doc: Doc, settings: EvalSettings) -> list[Request]:
+        raise NotImplementedError(f"{type(self).__name__} must implement requests() or evaluate()")
+
+    def score(self, doc: Doc, results: Sequence[Result], settings: EvalSettings) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement score() or evaluate()")
+
+    def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
+        """One record per document. Single-turn tasks use requests()/score(); multi-turn
+        tasks (the ``act`` capability) override this to drive their episodes."""
+        per_doc = [self.requests(doc, settings) for doc in docs]
+        flat = [request for requests in per_doc for request in requests]
+        answers = dispatch(method, flat)
+        records, start = [], 0
+        for doc, requests in zip(docs, per_doc, strict=True):
+            record = self.score(doc, answers[start : start + len(requests)], settings)
+            records.append({"doc_id": doc.id, **record})
+            start += len(requests)
+        return records
+
+    def aggregate(self, records: Sequence[dict[str, Any]], seed: int) -> dict[str, MetricValue]:
+        """Metrics with 95% CIs over the records; tasks may add breakdowns (per category)."""
+        return summarize_all(self.metrics(), records, seed)
+
+    def protocol(self) -> dict[str, Any]:
+        """What a reader needs to know to compare this number with others (recorded)."""
+        return {"description": self.summary()}
+
+
+TASKS: Registry[type[Task]] = Registry("task", "tasks", "harness.tasks")
+
+
+def register_task(name: str):
+    return TASKS.register(name)

@@ -1,0 +1,65 @@
+"""``base``: the model as it is — every capability forwarded to the model, no technique.
+
+The reference point every paper's method is compared against. Scoring follows
+lm-evaluation-harness's ``hf`` backend (same tokenization, prefix token and rolling
+windows), with shared-context batching for multiple choice; see ``harness/lm.py``.
+``act`` renders the conversation through the chat template and generates the next turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.api import (
+    ActRequest,
+    Capability,
+    GenerateRequest,
+    GenerateResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    StreamRequest,
+    StreamResult,
+)
+from harness.lm import CausalLM
+from harness.method import Method, MethodOptions, register_method
+from harness.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class BaseArgs:
+    max_length: int | None = None  # context length used; default: the model's own
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError("max_length must be at least 2")
+
+
+@register_method("base")
+class BaseMethod(Method):
+    """The model as it is: all capabilities forwarded to the model, no technique."""
+
+    provides = frozenset(Capability)
+    Args = BaseArgs
+
+    def __init__(self, model: LoadedModel, args: BaseArgs, options: MethodOptions) -> None:
+        super().__init__(model, args, options)
+        self.lm = CausalLM(model, self.cost, options.batch_size, args.max_length, options.seed)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        return self.lm.loglikelihood(requests)
+
+    def score_stream(self, requests: Sequence[StreamRequest]) -> list[StreamResult]:
+        return self.lm.score_stream(requests)
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return self.lm.generate(requests)
+
+    def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
+        return self.lm.generate(
+            [GenerateRequest(r.messages, r.max_new_tokens, r.until, r.temperature) for r in requests]
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"max_length": self.lm.max_length, "prefix_token_id": self.lm.prefix_token_id}
