@@ -50,6 +50,7 @@ class MethodOptions:
 
     batch_size: int | Literal["auto"] = "auto"
     seed: int = 0
+    show_progress: bool = True
 
 
 class Method:

@@ -166,7 +166,7 @@ def execute(prepared: Prepared) -> RunOutcome:
 def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> None:
     request, task = prepared.request, prepared.task
     loaded = models.load(prepared.resolved, prepared.device)  # may fail: nothing written yet
-    method = prepared.method_cls(loaded, prepared.method_args, MethodOptions(request.batch_size, request.seed))
+    method = prepared.method_cls(loaded, prepared.method_args, MethodOptions(request.batch_size, request.seed, request.show_progress))
     run_dir.create(prepared.spec)
     state = run_dir.state()
     state.setdefault("created_at", now())

@@ -85,3 +85,12 @@ TASKS: Registry[type[Task]] = Registry("task", "tasks", "harness.tasks")
 
 def register_task(name: str):
     return TASKS.register(name)
+
+
+def _lm_eval_task(name: str) -> type[Task]:
+    from harness.lm_eval_bridge import resolve_task  # imports lm-eval only when asked for
+
+    return resolve_task(name)
+
+
+TASKS.register_prefix("lm-eval:", _lm_eval_task)

@@ -45,7 +45,7 @@ class BaseMethod(Method):
 
     def __init__(self, model: LoadedModel, args: BaseArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
-        self.lm = CausalLM(model, self.cost, options.batch_size, args.max_length, options.seed)
+        self.lm = CausalLM(model, self.cost, options.batch_size, args.max_length, options.seed, options.show_progress)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         return self.lm.loglikelihood(requests)
