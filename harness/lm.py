@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from harness.api import (
     ChatMessage,
@@ -46,6 +47,31 @@ class _Window:
     request: int
     tokens: list[int]  # model input
     targets: list[int]  # the last len(targets) inputs' next tokens
+
+
+class _StopStrings(StoppingCriteria):
+    """Stop each row once its *generated* text holds a stop string.
+
+    transformers' own ``stop_strings`` also matches across the prompt's end, so a prompt
+    ending in "e" would stop at once on "ee"; lm-eval checks only new text, as here,
+    decoding a short look-back of tokens per row.
+    """
+
+    def __init__(self, stops: Sequence[str], prompt_width: int, batch: int, tokenizer) -> None:
+        self.stops = list(stops)
+        self.prompt_width = prompt_width
+        self.tokenizer = tokenizer
+        self.lookback = max(len(tokenizer.encode(s, add_special_tokens=False)) for s in self.stops) + 2
+        self.done = torch.zeros(batch, dtype=torch.bool)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.prompt_width :]
+        tail = new[:, -self.lookback :]
+        for row in range(new.shape[0]):
+            if not self.done[row]:
+                text = self.tokenizer.decode(tail[row])
+                self.done[row] = any(stop in text for stop in self.stops)
+        return self.done.to(input_ids.device)
 
 
 class CausalLM:
@@ -351,7 +377,7 @@ class CausalLM:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if settings.until:
-            kwargs.update(stop_strings=list(settings.until), tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopStrings(settings.until, width, len(prompts), self.tokenizer)])
         output = self.model.generate(**kwargs)
         new = output[:, width:]
         self.cost.forward_passes += max(1, new.shape[1])

@@ -3,7 +3,7 @@
 Data: the WikiText-103 v1 test (or validation) split, ``wikitext/wikitext-103/wiki.*.tokens.csv``
 in the mirror (one-column CSV of the Hugging Face ``wikitext-103-v1`` rows, which the hub path
 reads directly). The original file is rebuilt from the rows (``" \\n"`` for each blank row) and
-split into its 60 test articles at the top-level ``" = Title = "`` headings. The test split
+split into its 62 test articles at the top-level ``" = Title = "`` headings. The test split
 holds the same articles as WikiText-2's test.
 
 Protocol (recorded in results):
@@ -85,7 +85,7 @@ def wikitext_detokenizer(text: str) -> str:
 
 @register_task("wikitext103")
 class WikiText103(Task):
-    """WikiText-103 test: word/byte perplexity and bits per byte over 60 articles (rolling windows)."""
+    """WikiText-103 test: word/byte perplexity and bits per byte over 62 articles (rolling windows)."""
 
     version = "1"
     requires = frozenset({Capability.STREAM})

@@ -1,0 +1,48 @@
+"""Shared fixtures. Tests read the local data mirror (../shared/data unless HARNESS_DATA_DIR
+is set) and keep converted models in the harness cache (HARNESS_CACHE_DIR or ~/.cache/harness)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("HARNESS_DATA_DIR") or REPO.parent / "shared" / "data")
+os.environ["HARNESS_DATA_DIR"] = str(MIRROR)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not (MIRROR / "MANIFEST.json").is_file():
+        pytest.fail(f"data mirror not found at {MIRROR}; set HARNESS_DATA_DIR")
+    return MIRROR
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from harness import models
+
+    return models.load(models.resolve("tiny-random-llama"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from harness import models
+
+    return models.load(models.resolve("smollm2-135m-instruct"))
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+def cli(*argv: str) -> int:
+    from harness.cli import main
+
+    return main([str(a) for a in argv])

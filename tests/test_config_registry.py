@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import subprocess
+import sys
+
+import pytest
+
+from harness.config import build, parse_pairs
+from harness.errors import ArgumentError, UnknownNameError
+from harness.method import METHODS
+from harness.registry import Registry
+from harness.task import TASKS
+
+
+@dataclass(frozen=True)
+class Args:
+    alpha: float = 20.0
+    k: int = 4
+    verbose: bool = False
+    mode: Literal["a", "b"] = "a"
+    reference: str | None = None
+
+
+def test_typed_arguments_are_converted():
+    args = build(Args, parse_pairs(["alpha=2.5", "k=8", "verbose=yes", "mode=b", "reference=none"], "--method-arg"), "method 'x'")
+    assert args == Args(alpha=2.5, k=8, verbose=True, mode="b", reference=None)
+
+
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        ("k=four", "must be an integer"),
+        ("alpha=fast", "must be a number"),
+        ("verbose=maybe", "must be true or false"),
+        ("mode=c", "must be one of a, b"),
+        ("alpah=1", "did you mean 'alpha'"),
+    ],
+)
+def test_bad_arguments_name_the_problem(pair, message):
+    with pytest.raises(ArgumentError, match=message):
+        build(Args, parse_pairs([pair], "--method-arg"), "method 'x'")
+
+
+def test_malformed_pair():
+    with pytest.raises(ArgumentError, match="expects key=value"):
+        parse_pairs(["alpha"], "--method-arg")
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(UnknownNameError, match="did you mean 'pubmedqa'"):
+        TASKS.get("pubmedq")
+    with pytest.raises(UnknownNameError, match="did you mean 'base'"):
+        METHODS.get("bsae")
+
+
+def test_builtin_names_import_lazily_by_convention():
+    code = (
+        "import sys; from harness.task import TASKS; "
+        "assert 'tasks.pubmedqa' not in sys.modules; "
+        "TASKS.get('pubmedqa'); "
+        "assert 'tasks.pubmedqa' in sys.modules and 'tasks.wikitext103' not in sys.modules and 'lm_eval' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_entry_point_plugins_and_lazy_targets(monkeypatch):
+    class FakeEntryPoint:
+        name = "plugin-task"
+        value = "tasks.pubmedqa:PubMedQA"
+
+    monkeypatch.setattr("harness.registry.entry_points", lambda group: [FakeEntryPoint()] if group == "test.group" else [])
+    registry: Registry[type] = Registry("task", "tasks", "test.group")
+    assert "plugin-task" in registry.names()
+    assert registry.get("plugin-task").__name__ == "PubMedQA"
+
+
+def test_prefix_resolution():
+    registry: Registry[str] = Registry("task", "tasks", "test.none")
+    registry.register_prefix("x:", lambda rest: f"resolved {rest}")
+    assert registry.get("x:abc") == "resolved abc"

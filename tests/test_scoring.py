@@ -1,0 +1,135 @@
+"""The scoring engine agrees with lm-evaluation-harness's hf backend on tiny random models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, StreamRequest
+from harness.lm import CausalLM
+from harness.method import Cost
+from harness.models import LoadedModel, ModelIdentity
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. " * 12
+    + "Perplexity measures how well a language model predicts a sample of text. " * 8
+)
+REQUESTS = [
+    LoglikelihoodRequest("Question: is the sky blue?\nAnswer:", " yes"),
+    LoglikelihoodRequest("Question: is the sky blue?\nAnswer:", " no"),
+    LoglikelihoodRequest("Question: is the sky blue?\nAnswer:", " maybe, it depends on the weather"),
+    LoglikelihoodRequest("The cat sat on the ", "mat"),
+    LoglikelihoodRequest("", "an empty context"),
+    LoglikelihoodRequest("A much longer context " * 20, " that ends here"),
+]
+
+
+def _hflm(loaded, max_length):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=1, max_length=max_length)
+
+
+def _instances(kind, args):
+    from lm_eval.api.instance import Instance
+
+    return [Instance(kind, {}, a, i) for i, a in enumerate(args)]
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma3(tiny):
+    """A random 2-layer Gemma 3 with a 16-token sliding window (tests windowed attention)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tiny.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
+        max_position_embeddings=256, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    identity = ModelIdentity("tiny-gemma3", "test", "-", "float32", 0, None, 256, "Gemma3ForCausalLM")
+    return LoadedModel(model, tiny.tokenizer, identity, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, "auto"])
+@pytest.mark.parametrize("which", ["tiny", "tiny_gemma3"])
+def test_loglikelihood_matches_lm_eval(which, batch_size, request):
+    loaded = request.getfixturevalue(which)
+    ours = CausalLM(loaded, Cost(), batch_size=batch_size, show_progress=False).loglikelihood(REQUESTS)
+    theirs = _hflm(loaded, loaded.max_length).loglikelihood(
+        _instances("loglikelihood", [(r.context, r.continuation) for r in REQUESTS]), disable_tqdm=True
+    )
+    for mine, (logprob, greedy) in zip(ours, theirs, strict=True):
+        assert mine.logprob == pytest.approx(logprob, abs=1e-3)
+        assert mine.is_greedy == greedy
+
+
+def test_shared_context_is_run_once(tiny):
+    cost = Cost()
+    context = "Question: is the sky blue?\nAnswer:"
+    requests = [LoglikelihoodRequest(context, "A"), LoglikelihoodRequest(context, "B")]  # one byte token each
+    CausalLM(tiny, cost, batch_size="auto", show_progress=False).loglikelihood(requests)
+    assert cost.forward_passes == 1  # two single-token continuations, one context pass
+    context_tokens = len(tiny.tokenizer.encode(context))
+    assert cost.tokens_processed == context_tokens
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_gemma3"])
+def test_rolling_matches_lm_eval(which, request):
+    loaded = request.getfixturevalue(which)
+    texts = [TEXT, TEXT[:300], "short"]
+    ours = CausalLM(loaded, Cost(), show_progress=False).score_stream([StreamRequest(t) for t in texts])
+    theirs = _hflm(loaded, loaded.max_length).loglikelihood_rolling(_instances("loglikelihood_rolling", [(t,) for t in texts]), disable_tqdm=True)
+    for mine, logprob in zip(ours, theirs, strict=True):
+        assert mine.logprob == pytest.approx(logprob, rel=1e-5)
+    assert ours[0].n_windows > 1  # the long text really was split
+
+
+@pytest.mark.parametrize("window, stride", [(64, 64), (64, 16), (100, 1), (37, 20)])
+def test_windows_score_every_token_once_within_the_window(tiny, window, stride):
+    lm = CausalLM(tiny, Cost(), show_progress=False)
+    text_tokens = tiny.tokenizer.encode(TEXT, add_special_tokens=False)
+    windows = lm.windows(StreamRequest(TEXT, window=window, stride=stride))
+    assert [t for w in windows for t in w.targets] == text_tokens
+    assert all(len(w.tokens) <= window for w in windows)
+    assert all(len(w.tokens) >= len(w.targets) for w in windows)
+    later = windows[1:-1]
+    assert all(len(w.targets) == stride for w in later)
+    # each later window keeps window - stride tokens of context (the sequence is long enough)
+    assert all(len(w.tokens) == window for w in later)
+
+
+def test_stream_context_is_conditioned_on_but_not_scored(tiny):
+    lm = CausalLM(tiny, Cost(), show_progress=False)
+    alone, with_context = lm.score_stream([StreamRequest("the lazy dog"), StreamRequest("the lazy dog", context=TEXT, window=128, stride=32)])
+    assert alone.n_tokens == with_context.n_tokens == len(tiny.tokenizer.encode("the lazy dog", add_special_tokens=False))
+    assert alone.logprob != with_context.logprob
+
+
+def test_smaller_stride_gives_more_context(tiny):
+    lm = CausalLM(tiny, Cost(), show_progress=False)
+    disjoint, overlapping = lm.score_stream([StreamRequest(TEXT, window=64), StreamRequest(TEXT, window=64, stride=16)])
+    assert disjoint.n_tokens == overlapping.n_tokens
+    assert overlapping.n_windows > disjoint.n_windows
+
+
+def test_greedy_generation_is_deterministic_and_stops(tiny):
+    lm = CausalLM(tiny, Cost(), show_progress=False)
+    requests = [GenerateRequest("Once upon a time", max_new_tokens=12), GenerateRequest("Hello", max_new_tokens=5)]
+    first, second = lm.generate(requests), lm.generate(requests)
+    assert first == second
+    assert first[0].n_tokens <= 12 and first[1].n_tokens <= 5
+    stop = first[0].text[2:4] if len(first[0].text) > 4 else None
+    if stop:
+        cut = lm.generate([GenerateRequest("Once upon a time", max_new_tokens=12, until=(stop,))])[0]
+        assert stop not in cut.text and cut.finish_reason == "stop"
+
+
+def test_chat_template_is_applied(tiny):
+    lm = CausalLM(tiny, Cost(), show_progress=False)
+    rendered = lm.render_chat([ChatMessage("user", "hi")])
+    assert rendered == "<s>user\nhi</s>\n<s>assistant\n"
+    plain, chat = lm.loglikelihood([LoglikelihoodRequest("hi", " there"), LoglikelihoodRequest("hi", " there", chat=True)])
+    assert plain.logprob != chat.logprob

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.api import Metric
+from harness.stats import bits_per_unit, macro_f1, mean, paired_compare, perplexity, summarize, wilson_interval
+
+
+def test_wilson_matches_hand_computation():
+    # p = 0.4, n = 20, z = 1.959964: centre (p + z²/2n)/(1 + z²/n), half-width z/(1+z²/n)·sqrt(p(1-p)/n + z²/4n²)
+    z = 1.959963984540054
+    p, n = 0.4, 20
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = wilson_interval(8, 20)
+    assert low == pytest.approx(centre - half, abs=1e-9)
+    assert high == pytest.approx(centre + half, abs=1e-9)
+
+
+def test_perplexity_is_pooled_not_averaged():
+    logprobs = np.array([-10.0, -30.0])
+    words = np.array([10.0, 10.0])
+    assert perplexity(logprobs, words) == pytest.approx(math.exp(2.0))
+    assert bits_per_unit(logprobs, words) == pytest.approx(2.0 / math.log(2))
+
+
+def test_macro_f1_hand_case():
+    gold = np.array([0, 0, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 0])
+    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp1 fn0 -> 0.8; class 2: tp0 fp0 fn1 -> 0
+    assert macro_f1(pred, gold, 3) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def _records(values, field="x"):
+    return [{"doc_id": str(i), field: v} for i, v in enumerate(values)]
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
+    rng = np.random.default_rng(1)
+    records = _records(rng.normal(5, 1, size=200).tolist())
+    metric = Metric("m", True, ("x",), mean)
+    first, second = summarize(metric, records, seed=3), summarize(metric, records, seed=3)
+    assert first == second
+    assert first.ci_low < first.value < first.ci_high
+    assert 4.6 < first.ci_low and first.ci_high < 5.4
+
+
+def test_degenerate_and_tiny_samples():
+    metric = Metric("m", True, ("x",), mean)
+    same = summarize(metric, _records([1.0] * 5))
+    assert (same.ci_low, same.ci_high) == (1.0, 1.0)
+    single = summarize(metric, _records([3.0]))
+    assert single.value == 3.0 and single.ci_low is None
+    empty = summarize(metric, [])
+    assert empty.n == 0 and math.isnan(empty.value)
+
+
+def test_paired_compare_detects_a_real_difference_and_not_a_null_one():
+    metric = Metric("acc", True, ("correct",), mean, ci="wilson")
+    a = _records([1] * 40 + [0] * 60, "correct")
+    b = _records([1] * 90 + [0] * 10, "correct")
+    result = paired_compare(metric, a, b)
+    assert result.n_shared == 100 and result.delta == pytest.approx(0.5)
+    assert result.p_value < 0.001 and result.verdict == "B better"
+    assert result.delta_ci_low > 0.3
+    same = paired_compare(metric, a, a)
+    assert same.delta == 0 and same.p_value == 1.0 and same.verdict == "no significant difference"
+
+
+def test_paired_compare_uses_only_shared_samples():
+    metric = Metric("acc", True, ("correct",), mean)
+    a = _records([1, 0, 1], "correct")
+    b = [{"doc_id": "1", "correct": 1}, {"doc_id": "9", "correct": 0}]
+    assert paired_compare(metric, a, b).n_shared == 1
