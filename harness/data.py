@@ -101,12 +101,7 @@ class DataStore:
 
     def hub_rows(self, source: HubSource, dataset: str) -> list[dict[str, Any]]:
         """Rows from the hub, or a clear error naming the dataset and the setting."""
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-        if offline or not hub_reachable():
-            raise DataUnavailableError(
-                f"dataset '{dataset}' is not in a local mirror and the Hugging Face hub "
-                f"({source.path}) cannot be reached: set {DATA_DIR_ENV} (or --data-dir) to a data mirror"
-            )
+        require_hub(dataset, source.path, f"set {DATA_DIR_ENV} (or --data-dir) to a data mirror")
         import datasets
 
         try:
@@ -114,6 +109,15 @@ class DataStore:
         except Exception as error:  # the hub's failure modes are many; report one line
             raise DataUnavailableError(f"dataset '{dataset}' could not be loaded from the hub ({source.path}): {error}") from None
         return [dict(row) for row in rows]
+
+
+def require_hub(dataset: str, hub_path: str, remedy: str) -> None:
+    """Fail at once, in one line, when the hub is switched off or cannot be reached."""
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    if offline or not hub_reachable():
+        raise DataUnavailableError(
+            f"dataset '{dataset}' is not available locally and the Hugging Face hub ({hub_path}) cannot be reached: {remedy}"
+        )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

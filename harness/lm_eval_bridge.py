@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Number
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.instance import Instance
@@ -28,7 +29,7 @@ from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
 from harness.api import Capability, Doc, GenerateRequest, LoglikelihoodRequest, Metric, StreamRequest
-from harness.data import DataStore
+from harness.data import DataStore, require_hub
 from harness.errors import ArgumentError, DataUnavailableError, UnknownNameError
 from harness.method import Method
 from harness.stats import MetricValue, bootstrap_interval
@@ -148,6 +149,10 @@ class LmEvalTask(Task):
 
         manager = task_manager(self.config.include_path)
         spec: Any = self.lm_eval_name
+        dataset_path = str((self._entry.cfg or {}).get("dataset_path") or "")
+        if not self.config.data_files and dataset_path not in ("", "json", "csv", "parquet", "text") and not Path(dataset_path).exists():
+            require_hub(f"lm-eval:{self.lm_eval_name}", dataset_path,
+                        "give a local copy of its rows with --task-arg data_files=<json/jsonl>")
         if self.config.data_files:
             spec = load_yaml(self._entry.yaml_path)
             spec.update(
