@@ -21,26 +21,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"harness: error: {message} (see '{self.prog} --help')\n")
 
 
-def _batch_size(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got '{value}'") from None
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got '{value}'")
-    return size
-
-
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got '{value}'") from None
+        number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got '{value}'")
     return number
+
+
+def _batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return _positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got '{value}'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

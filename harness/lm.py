@@ -38,7 +38,7 @@ from harness.method import Cost
 from harness.models import LoadedModel
 
 HEAD_CHUNK = 1024  # positions per output-head chunk in rolling scoring
-CPU_TOKEN_BUDGET = 4096  # tokens per batch with --batch-size auto on CPU
+CPU_TOKEN_BUDGET = 2048  # tokens per batch with --batch-size auto on CPU (bigger batches measured slower)
 CUDA_TOKEN_BUDGET = 65536
 
 
@@ -149,6 +149,16 @@ class CausalLM:
         if batch:
             yield batch
 
+    def _left_pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask, padded on the left so every row ends together."""
+        width = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, width - len(sequence) :] = torch.tensor(sequence)
+            mask[row, width - len(sequence) :] = 1
+        return input_ids, mask
+
     def _progress(self, total: int, desc: str):
         return tqdm(total=total, desc=desc, unit="req", disable=not self.show_progress or total == 0, leave=False)
 
@@ -181,14 +191,7 @@ class CausalLM:
         return results  # type: ignore[return-value]
 
     def _score_groups(self, groups, encoded, results) -> None:
-        contexts = [context for context, _ in groups]
-        width = max(len(c) for c in contexts)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(contexts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(contexts), width), dtype=torch.long)
-        for row, context in enumerate(contexts):
-            input_ids[row, width - len(context):] = torch.tensor(context)
-            mask[row, width - len(context):] = 1
+        input_ids, mask = self._left_pad([context for context, _ in groups])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         needs_second_pass = any(len(encoded[i][1]) > 1 for _, members in groups for i in members)
         out = self.model(
@@ -356,13 +359,9 @@ class CausalLM:
     def _generate_batch(self, prompts: list[list[int]], settings: GenerateRequest) -> list[GenerateResult]:
         limit = max(1, self.max_length - settings.max_new_tokens)
         prompts = [p[-limit:] for p in prompts]
-        width = max(len(p) for p in prompts)
+        input_ids, mask = self._left_pad(prompts)
+        width = input_ids.shape[1]
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            input_ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
         sampling = settings.temperature > 0
         if sampling:
             # Seed from the run seed and the prompts, so a resumed run draws the same samples.

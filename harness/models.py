@@ -264,7 +264,7 @@ def _folder_identity(name: str, source: str, folder: Path, dtype: str, weights_s
         weights_sha256 = digest.hexdigest()
     n_parameters = _safetensors_parameter_count(files)
     if n_parameters is None:
-        n_parameters = -1  # *.bin checkpoints: counted when loaded
+        n_parameters = -1  # *.bin checkpoints carry no cheap header to count from
     return ModelIdentity(
         name=name, source=source, weights_sha256=weights_sha256, dtype=dtype, n_parameters=n_parameters,
         chat_template_sha256=_template_hash(tokenizer), max_length=context_length(config, tokenizer),
@@ -442,6 +442,4 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
             raise ModelLoadError(f"model '{identity.name}' failed to load: {type(error).__name__}: {_first_line(error)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if identity.n_parameters < 0:
-        identity = ModelIdentity(**{**identity.as_dict(), "n_parameters": sum(p.numel() for p in model.parameters())})
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=torch.device(device))
