@@ -251,6 +251,7 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
         "created_at": state.get("created_at"),
         "finished_at": now(),
     }
+    results["artifacts"] = task.artifacts(records, run_dir.path)
     run_dir.write_results(results)
     return results
 

@@ -6,6 +6,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api import Capability, Doc, Metric, Request, Result, dispatch
@@ -74,6 +75,10 @@ class Task(ABC):
     def aggregate(self, records: Sequence[dict[str, Any]], seed: int) -> dict[str, MetricValue]:
         """Metrics with 95% CIs over the records; tasks may add breakdowns (per category)."""
         return summarize_all(self.metrics(), records, seed)
+
+    def artifacts(self, records: Sequence[dict[str, Any]], folder: Path) -> list[str]:
+        """Files (plots, trajectories) written into the run folder; names are returned."""
+        return []
 
     def protocol(self) -> dict[str, Any]:
         """What a reader needs to know to compare this number with others (recorded)."""
