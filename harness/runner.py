@@ -165,13 +165,16 @@ def execute(prepared: Prepared) -> RunOutcome:
 
 def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> None:
     request, task = prepared.request, prepared.task
+    load_began = time.perf_counter()
     loaded = models.load(prepared.resolved, prepared.device)  # may fail: nothing written yet
+    load_seconds = time.perf_counter() - load_began
     method = prepared.method_cls(loaded, prepared.method_args, MethodOptions(request.batch_size, request.seed, request.show_progress))
     run_dir.create(prepared.spec)
     state = run_dir.state()
     state.setdefault("created_at", now())
     session = {
         "started_at": now(), "finished_at": None, "device": prepared.device, "batch_size": request.batch_size,
+        "model_load_s": round(load_seconds, 3),
         "docs_per_chunk": task.docs_per_chunk, "n_done_before": len(done), "n_done": len(done),
         "method_settings": method.describe(), "data": prepared.data.describe(), "cost": method.cost.as_dict(),
         "environment": environment(),
@@ -196,7 +199,6 @@ def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[st
             run_dir.append(records)
             done.update(expected)
             session.update(n_done=len(done), cost=method.cost.as_dict(), finished_at=now())
-            session["data"] = prepared.data.describe()
             run_dir.write_state(state)
             bar.update(len(chunk))
 
@@ -241,6 +243,7 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
         "timing": {
             "wall_time_s": wall,
             "samples_per_s": len(records) / wall if wall else None,
+            "model_load_s": sum(s.get("model_load_s", 0.0) for s in sessions),
             "sessions": len(sessions),
             "resumed": len(sessions) > 1,
         },

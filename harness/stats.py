@@ -74,7 +74,30 @@ def bootstrap_interval(
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if _finite(low) and _finite(high):
             return low, high, f"bootstrap-{method} ({n_resamples} resamples, seed {seed})"
-    return None, None, "bootstrap undefined"
+    return _nan_tolerant_percentile(arrays, statistic, seed, n_resamples)
+
+
+def _nan_tolerant_percentile(arrays: Sequence[np.ndarray], statistic, seed: int, n_resamples: int) -> tuple[float | None, float | None, str]:
+    """Percentile bootstrap over the resamples where the statistic is defined.
+
+    scipy returns nan as soon as one resample is undefined (e.g. a thresholded calibration
+    error whose resample has nothing above the threshold); this keeps the defined ones and
+    says how many were not.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(arrays[0])
+    values = []
+    for _ in range(n_resamples):
+        index = rng.integers(0, n, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values.append(float(statistic(*(a[index] for a in arrays))))
+    defined = np.asarray([v for v in values if _finite(v)])
+    if len(defined) < n_resamples / 2:
+        return None, None, f"bootstrap undefined ({n_resamples - len(defined)} of {n_resamples} resamples undefined)"
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(defined, [alpha, 1 - alpha])
+    return float(low), float(high), f"bootstrap-percentile over defined resamples ({n_resamples - len(defined)} of {n_resamples} undefined, seed {seed})"
 
 
 def field_arrays(metric: Metric, records: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:

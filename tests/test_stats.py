@@ -75,3 +75,17 @@ def test_paired_compare_uses_only_shared_samples():
     a = _records([1, 0, 1], "correct")
     b = [{"doc_id": "1", "correct": 1}, {"doc_id": "9", "correct": 0}]
     assert paired_compare(metric, a, b).n_shared == 1
+
+
+def test_bootstrap_keeps_the_defined_resamples_of_a_sometimes_undefined_statistic():
+    values = np.array([0.9] * 2 + [0.2] * 18)  # about 12% of resamples hold no value above 0.5
+
+    def mean_above_half(x: np.ndarray) -> float:
+        kept = x[x > 0.5]
+        return float(kept.mean()) if len(kept) else float("nan")
+
+    metric = Metric("m", False, ("x",), mean_above_half)
+    result = summarize(metric, _records(values.tolist()))
+    assert result.value == pytest.approx(0.9)
+    assert result.ci_low == pytest.approx(0.9) and result.ci_high == pytest.approx(0.9)
+    assert "undefined" in result.ci_method
