@@ -120,7 +120,10 @@ def summarize(metric: Metric, records: Sequence[Mapping[str, Any]], seed: int = 
 
 
 def summarize_all(metrics: Sequence[Metric], records: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, MetricValue]:
-    return {m.name: summarize(m, records, seed) for m in metrics}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(metrics, desc=f"confidence intervals (n={len(records)})", unit="metric", leave=False, disable=len(metrics) < 4)
+    return {m.name: summarize(m, records, seed) for m in bar}
 
 
 @dataclass(frozen=True)
