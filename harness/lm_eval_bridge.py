@@ -133,7 +133,11 @@ class LmEvalTask(Task):
         manager = task_manager(self.config.include_path)
         entry = manager.task_index.get(self.lm_eval_name)
         if entry is None:
-            raise UnknownNameError(f"lm-eval has no task '{self.lm_eval_name}'")
+            import difflib
+
+            close = difflib.get_close_matches(self.lm_eval_name, manager.all_subtasks, n=1)
+            hint = f"; did you mean 'lm-eval:{close[0]}'?" if close else ""
+            raise UnknownNameError(f"lm-eval has no task '{self.lm_eval_name}'{hint}")
         if "TASK" not in str(entry.kind).upper():
             raise ArgumentError(f"lm-eval '{self.lm_eval_name}' is a group or tag; name one of its tasks")
         self._entry = entry
@@ -171,7 +175,9 @@ class LmEvalTask(Task):
             ) from None
         if self.config.num_fewshot is not None:
             self._task.set_config("num_fewshot", self.config.num_fewshot)
-        return [Doc(str(i), dict(doc)) for i, doc in enumerate(self._task.eval_docs)]
+        # Ids carry a hash of each row, so a changed data file gives a new run id, never a
+        # stale reuse.
+        return [Doc(f"{i}-{_row_hash(doc)}", dict(doc)) for i, doc in enumerate(self._task.eval_docs)]
 
     @property
     def lm_task(self):
@@ -183,9 +189,9 @@ class LmEvalTask(Task):
         task = self.lm_task
         shots = task.config.num_fewshot or 0
         if shots and getattr(task, "sampler", None) is not None:
-            task.sampler.rnd = random.Random(f"{FEWSHOT_SEED}:{doc.id}")
+            task.sampler.rnd = random.Random(f"{FEWSHOT_SEED}:{_doc_index(doc)}")
         ctx = task.fewshot_context(doc.data, shots)
-        instances = task.construct_requests(doc.data, ctx, metadata=(self.lm_eval_name, int(doc.id), 1))
+        instances = task.construct_requests(doc.data, ctx, metadata=(self.lm_eval_name, _doc_index(doc), 1))
         return instances if isinstance(instances, list) else [instances]
 
     def requests(self, doc: Doc, settings: EvalSettings) -> list[Any]:
@@ -252,6 +258,17 @@ class LmEvalTask(Task):
             "data_files": self.config.data_files,
             "lm_eval_version": _lm_eval_version(),
         }
+
+
+def _row_hash(row: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _doc_index(doc: Doc) -> int:
+    return int(doc.id.split("-", 1)[0])
 
 
 def _aggregate_with(function):

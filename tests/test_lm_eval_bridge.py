@@ -72,3 +72,22 @@ def test_lm_eval_task_without_data_is_one_clear_error(runs_dir, capsys):
     assert cli("run", "--task", "lm-eval:arc_easy", "--model", "tiny-random-llama", "--quiet", "--output-dir", runs_dir) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "arc_easy" in err and "data_files" in err
+
+
+def test_unknown_lm_eval_task_suggests_a_name():
+    from harness.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="did you mean 'lm-eval:pubmedqa'"):
+        TASKS.get("lm-eval:pubmedq")()
+
+
+def test_changed_rows_change_the_document_ids(pubmedqa_rows, tmp_path):
+    task_cls = TASKS.get("lm-eval:pubmedqa")
+    first = task_cls(task_cls.Config(data_files=str(pubmedqa_rows))).load_docs(DataStore())
+    changed = tmp_path / "changed.jsonl"
+    lines = pubmedqa_rows.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["final_decision"] = "maybe" if row["final_decision"] != "maybe" else "no"
+    changed.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    second = task_cls(task_cls.Config(data_files=str(changed))).load_docs(DataStore())
+    assert first[0].id != second[0].id and [d.id for d in first[1:]] == [d.id for d in second[1:]]
