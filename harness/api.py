@@ -97,13 +97,6 @@ class ActRequest:
 Request = LoglikelihoodRequest | StreamRequest | GenerateRequest | ActRequest
 Result = LoglikelihoodResult | StreamResult | GenerateResult
 
-REQUEST_CAPABILITY: dict[type, Capability] = {
-    LoglikelihoodRequest: Capability.LOGLIKELIHOOD,
-    StreamRequest: Capability.STREAM,
-    GenerateRequest: Capability.GENERATE,
-    ActRequest: Capability.ACT,
-}
-
 
 @dataclass(frozen=True)
 class Doc:

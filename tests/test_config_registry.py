@@ -77,6 +77,12 @@ def test_entry_point_plugins_and_lazy_targets(monkeypatch):
     assert registry.get("plugin-task").__name__ == "PubMedQA"
 
 
+def test_lazy_module_attr_entries():
+    registry: Registry[type] = Registry("task", "tasks", "test.none")
+    registry.register_lazy("lazy-pubmedqa", "tasks.pubmedqa:PubMedQA")
+    assert registry.get("lazy-pubmedqa").__name__ == "PubMedQA"
+
+
 def test_prefix_resolution():
     registry: Registry[str] = Registry("task", "tasks", "test.none")
     registry.register_prefix("x:", lambda rest: f"resolved {rest}")
