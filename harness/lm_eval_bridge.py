@@ -147,6 +147,7 @@ class LmEvalTask(Task):
         self.requires = frozenset({OUTPUT_CAPABILITY[output_type]})
         self.version = str(((entry.cfg or {}).get("metadata") or {}).get("version", "?"))
         self._task = None
+        self._pending: dict[str, list[Instance]] = {}
 
     def load_docs(self, data: DataStore) -> list[Doc]:
         from lm_eval.tasks._yaml_loader import load_yaml
@@ -198,7 +199,9 @@ class LmEvalTask(Task):
         if settings.chat:
             raise ArgumentError("lm-eval tasks run without a chat template here (use --chat-template off)")
         out = []
-        for instance in self._instances(doc):
+        instances = self._instances(doc)
+        self._pending[doc.id] = instances  # score() reuses them: the few-shot context is built once
+        for instance in instances:
             if instance.request_type == "loglikelihood":
                 out.append(LoglikelihoodRequest(*instance.args[:2]))
             elif instance.request_type == "loglikelihood_rolling":
@@ -209,7 +212,7 @@ class LmEvalTask(Task):
 
     def score(self, doc: Doc, results: Sequence[Any], settings: EvalSettings) -> dict[str, Any]:
         task = self.lm_task
-        instances = self._instances(doc)
+        instances = self._pending.pop(doc.id, None) or self._instances(doc)
         for instance, result in zip(instances, results, strict=True):
             if instance.request_type == "loglikelihood":
                 instance.resps = [(result.logprob, result.is_greedy)]
