@@ -1,4 +1,5 @@
-"""The ``harness`` command line: run, ls, show, rescore, compare."""
+"""The ``harness`` command line: run, ls, show, rescore, compare (and, from ``reports``:
+table, leaderboard, paper)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b")
     compare.add_argument("--output-dir", type=Path, default=None)
     compare.add_argument("--json", action="store_true")
+
+    from reports.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -244,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare}
+    from reports.commands import HANDLERS
+
+    handlers = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare, **HANDLERS}
     try:
         return handlers[args.command](args)
     except HarnessError as error:

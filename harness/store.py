@@ -31,6 +31,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be read and shared
     os.replace(tmp, path)
 
 

@@ -1,0 +1,250 @@
+"""The static leaderboard site (``harness leaderboard``), built from the run index.
+
+Output, in one folder that opens from disk (no server, no network):
+- ``index.html``: one self-contained page (inline CSS, JS and SVG plots). An overview grid
+  (systems × task variants, the best cell per column marked, mean win rate), then one table
+  per task: every finished run's main metric with its 95% CI, the other metrics, n and cost,
+  each row linking to its run's spec, results and samples. Columns sort best-first in the
+  direction their metric prefers; filters by task, method and model.
+- ``data/leaderboard.json`` (everything on the page) and ``data/<table>.csv`` per table.
+- ``runs/<run_id>/`` copies of each listed run's spec, results, samples and plot artifacts,
+  so the links keep working when the folder is moved or published.
+
+The site is written into a temporary folder and swapped in at the end: a failed build never
+leaves a half-written site behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+import harness
+from harness.store import RunStore, atomic_write_json, now
+from leaderboards.plots import task_plots
+from reports.catalog import RunEntry, latest_per_cell, load_entries, metric_order
+from reports.tables import format_value
+
+TEMPLATES = Path(__file__).parent / "templates"
+RUN_FILES = ("spec.json", "results.json", "samples.jsonl")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    kind: str  # "higher" / "lower" (metrics), "number", "text"
+
+
+def _metric_names(entries: Sequence[RunEntry]) -> list[str]:
+    """Top-level metrics in the task's own order, main first (breakdowns named
+    ``metric/group`` stay in the JSON and the breakdown plot)."""
+    names: dict[str, None] = {}
+    for e in entries:
+        names.setdefault(e.main_metric, None)
+    for e in entries:
+        for name in [*metric_order(e.task, e.task_config), *e.metrics]:
+            if "/" not in name and name in e.metrics:
+                names.setdefault(name, None)
+    return list(names)
+
+
+def task_table(entries: Sequence[RunEntry]) -> dict[str, Any]:
+    metrics = _metric_names(entries)
+    higher = {m: next(e.higher_is_better(m) for e in entries if m in e.metrics) for m in metrics}
+    columns = [Column("system", "method · model", "text"), Column("variant", "variant", "text")]
+    columns += [Column(m, m, "higher" if higher[m] else "lower") for m in metrics]
+    columns += [Column("n", "n", "number"), Column("wall_time_s", "wall s", "number"),
+                Column("tokens_processed", "tokens", "number"), Column("model_calls", "calls", "number")]
+    rows = []
+    for e in entries:
+        cells: dict[str, Any] = {"system": e.system, "variant": e.variant, "n": e.n}
+        for key in ("wall_time_s", "tokens_processed", "model_calls"):
+            cells[key] = e.cost.get(key)
+        for m in metrics:
+            found = e.metrics.get(m, {})
+            cells[m] = {"value": found.get("value"), "ci_low": found.get("ci_low"), "ci_high": found.get("ci_high")}
+        rows.append({"run_id": e.run_id, "task": e.task, "method": e.method, "model": e.model, "cells": cells})
+    return {"columns": [c.__dict__ for c in columns], "rows": rows, "main_metric": metrics[0] if metrics else None}
+
+
+def _beats(a: float, b: float, higher: bool) -> float:
+    if a == b:
+        return 0.5
+    return 1.0 if (a > b) == higher else 0.0
+
+
+def overview(entries: Sequence[RunEntry]) -> dict[str, Any]:
+    """Systems × task variants on each variant's main metric, with HELM's mean win rate:
+    per column, the share of the other systems a system beats (ties count half), averaged
+    over the columns where it has a number and at least one rival."""
+    columns = sorted({e.column for e in entries})
+    systems = sorted({e.system for e in entries})
+    cell = {(e.system, e.column): e for e in entries}
+    best: dict[str, str] = {}
+    wins: dict[str, list[float]] = defaultdict(list)
+    for column in columns:
+        scored = [(s, cell[s, column]) for s in systems if (s, column) in cell and _number(cell[s, column].value())]
+        if not scored:
+            continue
+        higher = scored[0][1].higher_is_better()
+        pick = max if higher else min
+        if len(scored) > 1:  # a lone entry is not "best" of anything
+            best[column] = pick(scored, key=lambda p: p[1].value())[0]
+        for s, e in scored:
+            rivals = [r.value() for t, r in scored if t != s]
+            if rivals:
+                wins[s].append(sum(_beats(e.value(), r, higher) for r in rivals) / len(rivals))
+    rows = []
+    for s in systems:
+        any_entry = next(e for e in entries if e.system == s)
+        row_cells = {}
+        for column in columns:
+            e = cell.get((s, column))
+            if e is not None:
+                m = e.metrics[e.main_metric]
+                row_cells[column] = {"run_id": e.run_id, "metric": e.main_metric, "value": m.get("value"),
+                                     "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
+                                     "higher_is_better": e.higher_is_better(), "best": best.get(column) == s}
+        win_rate = sum(wins[s]) / len(wins[s]) if wins[s] else None
+        rows.append({"system": s, "method": any_entry.method, "model": any_entry.model, "cells": row_cells,
+                     "mean_win_rate": win_rate})
+    rows.sort(key=lambda r: -1.0 if r["mean_win_rate"] is None else r["mean_win_rate"], reverse=True)
+    first = {e.column: e for e in reversed(entries)}
+    return {
+        "columns": [{"key": c, "task": first[c].task, "metric": first[c].main_metric,
+                     "higher_is_better": first[c].higher_is_better()} for c in columns],
+        "rows": rows,
+    }
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value  # not NaN
+
+
+def _data_uri_svg(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def _copy_run(e: RunEntry, site: Path) -> list[str]:
+    """Copy the run's files into the site; returns the SVG artifacts (plots) it has."""
+    target = site / "runs" / e.run_id
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (e.path / name).is_file():
+            shutil.copy2(e.path / name, target / name)
+    results = json.loads((e.path / "results.json").read_text(encoding="utf-8")) if (e.path / "results.json").is_file() else {}
+    svgs = []
+    for name in results.get("artifacts", []):
+        source = e.path / name
+        if source.is_file() and source.suffix in (".svg", ".png"):
+            shutil.copy2(source, target / name)
+            if source.suffix == ".svg":
+                svgs.append(name)
+    return svgs
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _csv_value(cell: Any) -> Any:
+    return cell.get("value") if isinstance(cell, dict) else cell
+
+
+def _write_tables(data_dir: Path, tasks: dict[str, dict[str, Any]], grid: dict[str, Any]) -> None:
+    for task, table in tasks.items():
+        keys = [c["key"] for c in table["columns"]]
+        header = ["run_id", *keys]
+        for c in table["columns"]:
+            if c["kind"] in ("higher", "lower"):
+                header += [f"{c['key']}_ci_low", f"{c['key']}_ci_high"]
+        rows = []
+        for row in table["rows"]:
+            line = [row["run_id"], *[_csv_value(row["cells"].get(k)) for k in keys]]
+            for c in table["columns"]:
+                if c["kind"] in ("higher", "lower"):
+                    found = row["cells"].get(c["key"]) or {}
+                    line += [found.get("ci_low"), found.get("ci_high")]
+            rows.append(line)
+        _write_csv(data_dir / f"{task}.csv", header, rows)
+    columns = [c["key"] for c in grid["columns"]]
+    _write_csv(data_dir / "overview.csv", ["system", *columns, "mean_win_rate"],
+               [[r["system"], *[_csv_value(r["cells"].get(c)) for c in columns], r["mean_win_rate"]] for r in grid["rows"]])
+
+
+def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -> Path:
+    """Build the site into ``out`` (replacing an earlier build); returns index.html's path."""
+    entries = latest_per_cell(load_entries(store))
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; the site is meant to be published
+    try:
+        (staging / "data").mkdir()
+        by_task: dict[str, list[RunEntry]] = defaultdict(list)
+        for e in sorted(entries, key=lambda e: (e.task, e.variant, e.system)):
+            by_task[e.task].append(e)
+        tasks, sections = {}, []
+        for task, task_entries in sorted(by_task.items()):
+            tasks[task] = task_table(task_entries)
+            run_plots = []
+            for e in task_entries:
+                for name in _copy_run(e, staging):
+                    svg = (staging / "runs" / e.run_id / name).read_text(encoding="utf-8")
+                    run_plots.append((f"{name} · {e.system} [{e.variant}]", _data_uri_svg(svg)))
+            plots = [(title_, _data_uri_svg(svg)) for title_, svg in task_plots(task, task_entries)]
+            sections.append({"task": task, "table": tasks[task], "plots": plots, "run_plots": run_plots})
+        grid = overview(entries)
+        payload = {"title": title, "generated_at": now(), "harness_version": harness.__version__,
+                   "runs_dir": str(store.root.resolve()), "n_runs": len(entries), "overview": grid, "tasks": tasks}
+        atomic_write_json(staging / "data" / "leaderboard.json", payload)
+        _write_tables(staging / "data", tasks, grid)
+        environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+        environment.filters.update(fmt=_cell_text, ci=_cell_ci, sortkey=_sort_key)
+        html = environment.get_template("index.html.j2").render(
+            title=title, payload=payload, sections=sections, grid=grid,
+            methods=sorted({e.method for e in entries}), models=sorted({e.model for e in entries}),
+        )
+        (staging / "index.html").write_text(html, encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out / "index.html"
+
+
+def _cell_text(cell: Any) -> str:
+    value = cell.get("value") if isinstance(cell, dict) else cell
+    if isinstance(value, float):
+        return format_value(value)
+    return "–" if value is None else str(value)
+
+
+def _cell_ci(cell: Any) -> str:
+    if not isinstance(cell, dict) or cell.get("ci_low") is None or cell.get("ci_high") is None:
+        return ""
+    return f"[{format_value(cell['ci_low'])}, {format_value(cell['ci_high'])}]"
+
+
+def _sort_key(cell: Any) -> str:
+    """The value a column sorts on, as the page's script reads it (empty = missing)."""
+    value = cell.get("value") if isinstance(cell, dict) else cell
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return repr(float(value)) if isinstance(value, (int, float)) else str(value)

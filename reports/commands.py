@@ -1,0 +1,115 @@
+"""Command-line verbs over the run index: ``harness table``, ``harness leaderboard``,
+``harness paper``. Wired into ``harness.cli``; kept here so the engine's CLI stays small."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ArgumentError
+
+
+def add_parsers(sub: Any) -> None:
+    table = sub.add_parser("table", help="an ad-hoc table from the run index (Markdown, LaTeX, CSV, JSON, HTML)")
+    table.add_argument("--task", help="only runs of this task")
+    table.add_argument("--method", help="only runs of this method")
+    table.add_argument("--model", help="only runs on this model")
+    table.add_argument("--metric", default="main", help="comma-separated metrics, or 'main' (each run's main metric)")
+    table.add_argument("--rows", default="system", help="row label: task, column, variant, method, model, system, metric, seed")
+    table.add_argument("--cols", default="column", help="column label (same choices as --rows)")
+    table.add_argument("--ci", action="store_true", help="show the 95%% CI beside each value")
+    table.add_argument("--format", default="md", choices=["md", "latex", "csv", "json", "html"])
+    table.add_argument("--output-dir", type=Path, default=None, help="run store folder")
+
+    board = sub.add_parser("leaderboard", help="build the static leaderboard site from the run index")
+    board.add_argument("--out", type=Path, default=Path("site"), help="site folder (replaced); default ./site")
+    board.add_argument("--title", default="harness leaderboard")
+    board.add_argument("--output-dir", type=Path, default=None, help="run store folder")
+
+    paper = sub.add_parser("paper", help="regenerate a paper's tables and check its claims (reports/papers/<paper>.yaml)")
+    paper.add_argument("paper", help="paper spec name, or 'list'")
+    paper.add_argument("--out", type=Path, default=None, help="folder for .md/.tex/.html/.json; default ./papers/<paper>")
+    paper.add_argument("--run", action="store_true", help="run the missing cells whose task and method exist")
+    paper.add_argument("--limit", type=int, default=None, help="use (and run) seeded subsets of N documents for every cell")
+    paper.add_argument("--output-dir", type=Path, default=None, help="run store folder")
+    paper.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+    paper.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _store(path: Path | None):
+    from harness.runner import default_runs_dir
+    from harness.store import RunStore
+
+    return RunStore(path if path is not None else default_runs_dir())
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from reports.catalog import latest_per_cell, load_entries
+    from reports.tables import long_frame, pivot, render
+
+    entries = [e for e in load_entries(_store(args.output_dir))
+               if (args.task is None or e.task == args.task) and (args.method is None or e.method == args.method)
+               and (args.model is None or e.model == args.model)]
+    if not entries:
+        raise ArgumentError("no finished runs match (see 'harness show')")
+    frame = long_frame(latest_per_cell(entries), [m.strip() for m in args.metric.split(",") if m.strip()])
+    if frame.empty:
+        raise ArgumentError(f"no run has the metric(s) {args.metric}")
+    print(render(pivot(frame, args.rows, args.cols, with_ci=args.ci), args.format))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboards.site import build_site
+
+    store = _store(args.output_dir)
+    if not store.root.is_dir():
+        raise ArgumentError(f"no run store at {store.root} (run something first, or pass --output-dir)")
+    index = build_site(store, args.out, title=args.title)
+    print(f"leaderboard: {index}")
+    return 0
+
+
+def _with_limit(spec, limit: int | None):
+    def cell(c):
+        return dataclasses.replace(c, limit=limit)
+
+    tables = tuple(dataclasses.replace(t, cells=tuple(cell(c) for c in t.cells)) for t in spec.tables)
+    claims = tuple(dataclasses.replace(c, cell=cell(c.cell)) for c in spec.claims)
+    return dataclasses.replace(spec, tables=tables, claims=claims)
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from reports import papers
+
+    if args.paper == "list":
+        for name in papers.available():
+            spec = papers.load_spec(name)
+            print(f"{name:20s} {spec.title} ({spec.citation}); {len(spec.tables)} tables, {len(spec.claims)} claims")
+        return 0
+    if args.limit is not None and args.limit < 1:
+        raise ArgumentError(f"--limit must be a positive integer; got {args.limit}")
+    spec = papers.load_spec(args.paper)
+    if args.limit is not None:
+        spec = _with_limit(spec, args.limit)
+    store = _store(args.output_dir)
+    if args.run:
+        from harness.runner import RunRequest, run
+
+        todo = papers.runnable_missing(spec, store)
+        for i, (cell, model) in enumerate(todo, 1):
+            print(f"[{i}/{len(todo)}] {cell.task} × {cell.method} × {model}" + (f" (n={cell.limit})" if cell.limit else ""), file=sys.stderr)
+            run(RunRequest(task=cell.task, method=cell.method, model=model, task_args=cell.task_args,
+                           method_args=cell.method_args, seed=cell.seed, limit=cell.limit, output_dir=store.root,
+                           data_dir=args.data_dir, show_progress=not args.quiet))
+    report = papers.regenerate(spec, store)
+    written = papers.write_report(report, args.out or Path("papers") / spec.paper)
+    print(papers.to_markdown(report))
+    print("written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+HANDLERS = {"table": cmd_table, "leaderboard": cmd_leaderboard, "paper": cmd_paper}
