@@ -46,3 +46,16 @@ def cli(*argv: str) -> int:
     from harness.cli import main
 
     return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="session")
+def report_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small run store for report, table, leaderboard and browser tests: PubMedQA with two
+    method settings and UBench, all on the tiny random model (seconds)."""
+    root = tmp_path_factory.mktemp("report-runs") / "runs"
+    tiny = ["--model", "tiny-random-llama", "--quiet", "--output-dir", root]
+    for argv in (["--task", "pubmedqa", "--limit", "20"],
+                 ["--task", "pubmedqa", "--limit", "20", "--method-arg", "max_length=64"],
+                 ["--task", "ubench", "--limit", "24"]):
+        assert cli("run", *argv, *tiny) == 0
+    return root

@@ -1,0 +1,180 @@
+"""Reports: the run catalog, `harness table`, paper specs (reported vs reproduced, deltas,
+tolerances) and claim verdicts from paired tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import cli
+from harness.store import RunStore
+from reports import papers
+from reports.catalog import load_entries, method_label, variant_label
+from reports.tables import long_frame, pivot, render
+
+
+def test_labels_show_only_what_differs_from_defaults():
+    assert variant_label("ubench", {**_ubench_defaults(), "mode": "generate"}, None) == "mode=generate"
+    assert variant_label("ubench", _ubench_defaults(), 200) == "n=200"
+    assert variant_label("no-such-task", {"a": 1, "b": None}, None) == "a=1"
+    assert method_label("base", {"max_length": None}) == "base"
+    assert method_label("base", {"max_length": 64}) == "base(max_length=64)"
+
+
+def _ubench_defaults() -> dict:
+    from harness.config import to_dict
+    from harness.runner import make_task
+
+    return to_dict(make_task("ubench", {}).config)
+
+
+def test_entries_and_tables(report_runs):
+    entries = load_entries(RunStore(report_runs))
+    assert sorted(e.column for e in entries) == ["pubmedqa (n=20)", "pubmedqa (n=20)", "ubench (n=24)"]
+    assert {e.system for e in entries} == {"base · tiny-random-llama", "base(max_length=64) · tiny-random-llama"}
+    frame = long_frame(entries, ["main"])
+    table = pivot(frame, "system", "column", with_ci=True)
+    assert list(table.columns) == ["system", "pubmedqa (n=20)", "ubench (n=24)"]
+    acc = next(e for e in entries if e.task == "pubmedqa" and e.method_label == "base").metrics["acc"]
+    row = table[table["system"] == "base · tiny-random-llama"].iloc[0]
+    assert row["pubmedqa (n=20)"].startswith(f"{acc['value']:.4g} [")
+    assert row["ubench (n=24)"] != "–"
+    assert table[table["system"] == "base(max_length=64) · tiny-random-llama"].iloc[0]["ubench (n=24)"] == "–"
+    csv = render(table, "csv").splitlines()
+    assert csv[0] == "system,pubmedqa (n=20),ubench (n=24)" and len(csv) == 3
+    assert "\\begin{tabular}" in render(table, "latex")
+
+
+def test_table_cli_refuses_to_merge_runs_into_one_cell(report_runs, capsys):
+    assert cli("table", "--output-dir", report_runs, "--rows", "model", "--cols", "metric", "--metric", "acc") == 2
+    assert "several runs fall in one cell (they differ in method)" in capsys.readouterr().err
+    assert cli("table", "--output-dir", report_runs, "--rows", "model,method", "--cols", "metric", "--metric", "acc,macro_f1") == 0
+    out = capsys.readouterr().out
+    assert "| model" in out and "acc" in out and "macro_f1" in out and out.count("tiny-random-llama") == 2
+    assert cli("table", "--output-dir", report_runs, "--rows", "bogus") == 2
+    assert "table axis must be one of" in capsys.readouterr().err
+
+
+def _spec(tmp: Path, claims: str, zoo_acc: float) -> papers.PaperSpec:
+    (tmp / "toy.yaml").write_text(f"""
+paper: toy
+title: Toy paper
+citation: nobody 2026
+protocol: pubmedqa zero-shot
+tables:
+  - id: main
+    title: PubMedQA accuracy
+    source: Table 1
+    metrics: [acc, macro_f1]
+    tolerance: {{acc: 0.05}}
+    reported:
+      - {{model: Big-7B, values: {{acc: 0.7}}}}
+      - {{model: tiny, zoo_model: tiny-random-llama, values: {{acc: {zoo_acc}}}}}
+    cells:
+      - {{label: zero-shot, task: pubmedqa, limit: 20, models: [tiny-random-llama, smollm2-135m-instruct]}}
+claims:
+{claims}
+""", encoding="utf-8")
+    return papers.load_spec("toy", folder=tmp)
+
+
+CLAIM = """  - id: short-context-helps
+    text: shorter context raises accuracy
+    metric: acc
+    baseline: {task: pubmedqa, limit: 20, models: [tiny-random-llama]}
+    treatment: {method: base, method_args: {max_length: 64}}
+  - id: needs-hmt
+    text: HMT raises accuracy
+    metric: acc
+    baseline: {task: pubmedqa, limit: 20, models: [tiny-random-llama]}
+    treatment: {method: hmt}
+"""
+
+
+FLIPPED_CLAIM = """  - id: long-context-helps
+    text: longer context raises accuracy
+    metric: acc
+    baseline: {task: pubmedqa, limit: 20, method_args: {max_length: 64}, models: [tiny-random-llama]}
+    treatment: {method: base}
+"""
+
+
+def test_paper_reported_beside_reproduced_with_deltas(report_runs, tmp_path):
+    entries = load_entries(RunStore(report_runs))
+    acc = next(e for e in entries if e.task == "pubmedqa" and e.method_label == "base").metrics["acc"]["value"]
+    report = papers.regenerate(_spec(tmp_path, CLAIM, zoo_acc=acc + 0.01), RunStore(report_runs))
+    rows = report["tables"][0]["rows"]
+    assert [r["source"] for r in rows] == ["paper (Table 1)", "paper (Table 1)", "harness (zero-shot)"]
+    assert rows[2]["values"]["acc"]["value"] == acc and rows[2]["n"] == 20
+    delta = rows[1]["deltas"]["acc"]
+    assert delta["delta"] == pytest.approx(-0.01) and delta["within"] is True
+    assert "deltas" not in rows[0]  # Big-7B is not a zoo model
+    assert report["tables"][0]["missing"] == [{"cell": "zero-shot", "task": "pubmedqa", "method": "base",
+                                               "model": "smollm2-135m-instruct", "why": "no finished run with this protocol yet"}]
+    markdown = papers.to_markdown(report)
+    assert "(Δ -0.01 ✓)" in markdown and "| paper (Table 1) | Big-7B | base | 0.7 |" in markdown
+    written = papers.write_report(report, tmp_path / "out")
+    assert sorted(p.suffix for p in written) == [".html", ".json", ".md", ".tex"]
+    assert r"$\Delta$" in (tmp_path / "out" / "toy.tex").read_text()
+
+
+def test_claim_verdicts_come_from_a_paired_test(report_runs, tmp_path):
+    store_root = tmp_path / "runs"
+    shutil.copytree(report_runs, store_root)
+    store = RunStore(store_root)
+    spec = _spec(tmp_path, CLAIM, zoo_acc=0.5)
+    claims = {c["id"]: c for c in papers.regenerate(spec, store)["claims"]}
+    assert claims["needs-hmt"]["verdict"] == "not testable yet" and "unknown method 'hmt'" in claims["needs-hmt"]["reason"]
+    first = claims["short-context-helps"]
+    assert first["per_model"][0]["n"] == 20
+    # Make the treatment run right on every sample and the baseline wrong: now it must be supported.
+    for e in load_entries(store):
+        if e.task != "pubmedqa":
+            continue
+        treated = e.method_label != "base"
+        lines = [json.loads(line) for line in (e.path / "samples.jsonl").read_text().splitlines()]
+        for record in lines:
+            record["correct"] = int(treated)
+        (e.path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        assert cli("rescore", e.run_id, "--output-dir", store_root) == 0
+    supported = {c["id"]: c for c in papers.regenerate(spec, store)["claims"]}["short-context-helps"]
+    assert supported["verdict"] == "supported"
+    result = supported["per_model"][0]
+    assert result["delta"] == pytest.approx(1.0) and result["p_value"] < 0.05
+    # The opposite claim on the same runs is not supported.
+    flipped = papers.regenerate(_spec(tmp_path, FLIPPED_CLAIM, zoo_acc=0.5), store)["claims"][0]
+    assert flipped["verdict"] == "not supported" and flipped["per_model"][0]["delta"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("paper", papers.available())
+def test_every_shipped_spec_regenerates(paper, tmp_path):
+    report = papers.regenerate(papers.load_spec(paper), RunStore(tmp_path / "empty"))
+    assert report["tables"], f"{paper} has no table"
+    for table in report["tables"]:
+        for row in table["rows"]:
+            assert set(row["values"]) == set(table["metrics"])
+    assert all(c["verdict"] == "not testable yet" for c in report["claims"])  # nothing has run here
+    assert papers.to_markdown(report).startswith("# ")
+
+
+def test_paper_cli(report_runs, tmp_path, capsys):
+    assert cli("paper", "ubench", "--output-dir", report_runs, "--out", tmp_path / "ub") == 0
+    out = capsys.readouterr().out
+    assert "| paper (UBench v2 board) | GPT-4o | base | 13.64 | 47.75 | 20.9 | 21.39 | 25.92 |" in out
+    assert (tmp_path / "ub" / "ubench.html").is_file()
+    assert cli("paper", "ubnech", "--output-dir", report_runs) == 2
+    assert "no paper spec 'ubnech'; did you mean 'ubench'?" in capsys.readouterr().err
+    assert cli("paper", "list") == 0
+    assert "hmt" in capsys.readouterr().out
+
+
+def test_malformed_spec_is_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("paper: bad\ntitle: x\ncitation: y\ntables:\n  - id: t\n")
+    with pytest.raises(Exception, match="paper spec bad.yaml is malformed: KeyError"):
+        papers.load_spec("bad", folder=tmp_path)
+    (tmp_path / "worse.yaml").write_text("paper: [unclosed\n")
+    with pytest.raises(Exception, match="not valid YAML"):
+        papers.load_spec("worse", folder=tmp_path)
