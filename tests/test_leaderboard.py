@@ -4,6 +4,7 @@ builds, and (in headless Chromium) rendering, sorting and filtering."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -168,3 +169,19 @@ def test_page_renders_sorts_and_filters_in_chromium(browser, report_runs, tmp_pa
     shot_dir = Path(os.environ.get("HARNESS_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(shot_dir / "leaderboard.png"))
+
+
+def test_perplexity_vs_length_plot_reads_samples(tmp_path):
+    from leaderboards.plots import perplexity_vs_length, to_svg
+
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"doc_id": str(i), "n_tokens": 100 * (i + 1), "logprob": -200.0 * (i + 1)} for i in range(5)]
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"torn')
+    entry = dataclasses.replace(_entry("base", "x", "wikitext103", 1.0), path=run)
+    figure = perplexity_vs_length([entry])
+    assert figure is not None
+    points = figure.axes[0].collections[0].get_offsets()
+    assert len(points) == 5 and points[0][1] == pytest.approx(7.38905609893065, rel=1e-9)  # exp(200 / 100)
+    assert to_svg(figure).lstrip().startswith("<?xml")
+    assert perplexity_vs_length([_entry("base", "x", "pubmedqa", 1.0)]) is None  # no samples: no plot
