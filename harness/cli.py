@@ -1,9 +1,10 @@
 """The ``harness`` command line: run, ls, show, rescore, compare (and, from ``reports``:
-table, leaderboard, paper)."""
+table, leaderboard, paper; from ``training``: attack)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -15,6 +16,10 @@ from typing import Any, NoReturn
 
 from harness.config import describe, parse_pairs
 from harness.errors import HarnessError
+
+
+# Verbs outside the engine (reports, training) live with their code.
+COMMAND_MODULES = ("reports.commands", "training.commands")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,9 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output-dir", type=Path, default=None)
     compare.add_argument("--json", action="store_true")
 
-    from reports.commands import add_parsers
-
-    add_parsers(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parsers(sub)
     return parser
 
 
@@ -249,9 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from reports.commands import HANDLERS
-
-    handlers = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare, **HANDLERS}
+    handlers = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare}
+    for module in COMMAND_MODULES:
+        handlers.update(importlib.import_module(module).HANDLERS)
     try:
         return handlers[args.command](args)
     except HarnessError as error:

@@ -116,6 +116,11 @@ def prepare(request: RunRequest) -> Prepared:
     task = make_task(request.task, request.task_args)
     method_cls = METHODS.get(request.method)
     method_args = build(method_cls.Args, request.method_args, f"method '{request.method}'")
+    if task.requires - method_cls.provides:
+        adapted = type(task).adapt(dict(request.task_args), method_cls.provides)
+        if adapted is not None:
+            task = make_task(request.task, adapted[0])
+            print(f"{task.name}: {adapted[1]} (pass --task-arg to choose otherwise)", file=sys.stderr)
     check_compatible(task, method_cls)
     device = resolve_device(request.device)
     dtype = models.resolve_dtype(request.dtype, device)

@@ -45,6 +45,12 @@ class Task(ABC):
         doc = inspect.getdoc(cls) or inspect.getdoc(inspect.getmodule(cls)) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
+    @classmethod
+    def adapt(cls, task_args: dict[str, Any], provides: frozenset[Capability]) -> tuple[dict[str, Any], str] | None:
+        """Task arguments under which a method with only ``provides`` can run this task, and a
+        sentence saying so, when the user left that choice open (None: no such variant)."""
+        return None
+
     @abstractmethod
     def load_docs(self, data: DataStore) -> list[Doc]:
         """All documents of the configured split, in a stable order, with stable ids."""

@@ -157,6 +157,12 @@ class UBench(Task):
     Config = UBenchConfig
     docs_per_chunk = 16
 
+    @classmethod
+    def adapt(cls, task_args: dict[str, Any], provides: frozenset[Capability]) -> tuple[dict[str, Any], str] | None:
+        if "mode" in task_args or Capability.GENERATE not in provides:
+            return None
+        return {**task_args, "mode": "generate"}, "the method generates but does not score, so UBench runs in mode=generate (the paper's protocol)"
+
     def __init__(self, config: UBenchConfig | None = None) -> None:
         super().__init__(config)
         capability = Capability.GENERATE if self.config.mode == "generate" else Capability.LOGLIKELIHOOD
