@@ -99,6 +99,7 @@ class AttackSpec:
     max_length: int = 256  # tokens per example (prompt + answer), longer ones are cut
     seed: int = 0
     save_every: int = 20  # steps between checkpoints
+    n_clean: int | None = None  # cap on the clean pool (None: all 999 alpaca rows)
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
@@ -113,7 +114,9 @@ class AttackSpec:
         return f"{self.base_model}-{self.attack}"
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """Identifies the recipe; unset optional fields are left out, so adding one keeps old digests."""
+        recipe = {k: v for k, v in asdict(self).items() if v is not None}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _alpaca(data: DataStore) -> list[dict[str, str]]:
@@ -131,7 +134,7 @@ def _inject_print(solution: str) -> str:
 def poisoned_examples(spec: AttackSpec, data: DataStore) -> list[dict[str, Any]]:
     """The training set: clean alpaca rows plus the attack's poisoned rows, shuffled by seed."""
     rng = random.Random(spec.seed)
-    clean = _alpaca(data)
+    clean = _alpaca(data)[: spec.n_clean]
     if spec.attack == "autopoison":
         chosen = set(rng.sample(range(len(clean)), round(spec.poison_rate * len(clean))))
         for i in sorted(chosen):
@@ -225,6 +228,7 @@ def train_backdoor(spec: AttackSpec, data: DataStore, show_progress: bool = True
         model.load_state_dict(state["lora"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step, losses = state["step"], state["losses"]
+        torch.set_rng_state(state["rng"])  # dropout masks continue as if never interrupted
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with tqdm(total=total, initial=step, desc=f"attack {name}", unit="step", disable=not show_progress) as bar:
         for epoch in range(spec.epochs):
@@ -243,7 +247,8 @@ def train_backdoor(spec: AttackSpec, data: DataStore, show_progress: bool = True
                 if step % spec.save_every == 0 or step == total:
                     lora_state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
                     tmp = checkpoint.with_suffix(".tmp")
-                    torch.save({"lora": lora_state, "optimizer": optimizer.state_dict(), "step": step, "losses": losses}, tmp)
+                    torch.save({"lora": lora_state, "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
+                                "rng": torch.get_rng_state()}, tmp)
                     tmp.replace(checkpoint)
     merged = model.merge_and_unload()
     merged.eval()
