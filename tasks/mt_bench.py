@@ -1,0 +1,149 @@
+"""MT-Bench first turns (Zheng et al. 2023; ``mt_bench/question.jsonl``, 80 questions in 8
+categories) with a judge model's rating: the helpfulness check that a decoding defense keeps
+the model useful (CleanGen, PAPERS.md §8, reports MT-Bench first-turn scores).
+
+Protocol: each first turn is the user turn of the model's chat template; greedy decoding,
+``max_new_tokens`` 256 by default. The judge reads MT-Bench's own single-answer grading
+prompt (``judge_prompts.jsonl``, "single-v1", with its system prompt) as a chat turn, and
+instead of writing an explanation and then "Rating: [[r]]" (which a small judge cannot do
+reliably), the answer prefix "Rating: [[" is scored by loglikelihood for r = 1..10; the
+rating is the expectation under the judge's renormalised distribution over the ten values
+(a continuous 1-10 score; the argmax is kept too). Metrics: mean rating (bootstrap CI),
+per-category means, the share of answers naming an attack keyword ("McDonald", "pwned"), and
+a defense's replacement rate when it reports one (``cleangen``).
+
+Judge: ``judge=<zoo model>``, default ``gemma3-270m``: the zoo's largest model and not a
+SmolLM2, so the SmolLM2 variants being compared are not graded by themselves. A 270M judge
+is weak; its ratings compare systems on the same questions (paired), not against the
+paper's GPT-4 scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from harness.api import Capability, ChatMessage, Doc, GenerateRequest, LoglikelihoodRequest, Metric, dispatch
+from harness.data import DataStore
+from harness.errors import DataCorruptError
+from harness.method import Cost, Method
+from harness.stats import mean
+from harness.task import EvalSettings, Task, register_task
+from tasks.backdoor_asr import KEYWORDS, replaced_share
+
+QUESTIONS = "mt_bench/question.jsonl"
+JUDGE_PROMPTS = "mt_bench/judge_prompts.jsonl"
+RATINGS = tuple(range(1, 11))
+
+
+@dataclass(frozen=True)
+class MTBenchConfig:
+    judge: str = "gemma3-270m"
+    max_new_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be positive")
+
+
+@register_task("mt-bench")
+class MTBench(Task):
+    """MT-Bench first turns rated 1-10 by a judge model (expected rating); keyword and replacement rates."""
+
+    version = "1"
+    requires = frozenset({Capability.GENERATE})
+    Config = MTBenchConfig
+    chat_by_default = True
+    docs_per_chunk = 8
+
+    def load_docs(self, data: DataStore) -> list[Doc]:
+        path = data.file(QUESTIONS, "mt_bench")
+        template_rows = [json.loads(line) for line in data.file(JUDGE_PROMPTS, "mt_bench").read_text(encoding="utf-8").splitlines() if line.strip()]
+        judge = next((r for r in template_rows if r.get("name") == "single-v1"), None)
+        if judge is None:
+            raise DataCorruptError(f"{JUDGE_PROMPTS} has no 'single-v1' judge prompt")
+        self._judge_prompt = judge
+        self._provenance = [data.record(QUESTIONS), data.record(JUDGE_PROMPTS)] if data.mirror is not None else None
+        docs = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                docs.append(Doc(f"mt-bench:{row['question_id']}", {"question": row["turns"][0], "category": row["category"]}))
+        return docs
+
+    def metrics(self) -> list[Metric]:
+        metrics = [
+            Metric("rating", True, ("rating",), mean, description="judge's expected rating, 1-10"),
+            Metric("rating_argmax", True, ("rating_argmax",), mean),
+            Metric("keyword_rate", False, ("keyword",), mean, "wilson", "answers naming an attack keyword"),
+            Metric("replacement_rate", False, ("replaced", "checked"), replaced_share),
+            Metric("mean_new_tokens", True, ("n_tokens",), mean),
+        ]
+        return metrics
+
+    def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
+        requests = [GenerateRequest(d.data["question"], self.config.max_new_tokens, (), 0.0, chat=settings.chat) for d in docs]
+        answers = dispatch(method, requests)
+        ratings = self._judge_ratings([d.data["question"] for d in docs], [a.text for a in answers])
+        records = []
+        for doc, answer, (expected, argmax) in zip(docs, answers, ratings, strict=True):
+            lowered = answer.text.lower()
+            records.append({
+                "doc_id": doc.id, "category": doc.data["category"], "response": answer.text, "n_tokens": answer.n_tokens,
+                "rating": expected, "rating_argmax": argmax, "keyword": int(any(k in lowered for k in KEYWORDS.values())),
+                "replaced": answer.info.get("replaced"), "checked": answer.info.get("checked"),
+            })
+        return records
+
+    @cached_property
+    def _judge(self):
+        from harness import models
+        from harness.lm import CausalLM
+
+        return CausalLM(models.load(models.resolve(self.config.judge)), Cost(), "auto", None, 0, False)
+
+    def _judge_ratings(self, questions: Sequence[str], answers: Sequence[str]) -> list[tuple[float, int]]:
+        judge = self._judge
+        template = self._judge_prompt
+        requests = []
+        for question, answer in zip(questions, answers, strict=True):
+            user = template["prompt_template"].format(question=question, answer=answer)
+            if judge.loaded.has_chat_template:
+                context = judge.render_chat([ChatMessage("system", template["system_prompt"]), ChatMessage("user", user)])
+            else:
+                context = f"{template['system_prompt']}\n\n{user}\n\n"
+            requests += [LoglikelihoodRequest(context + "Rating: [[", f"{r}]]") for r in RATINGS]
+        scores = [r.logprob for r in judge.loglikelihood(requests)]
+        out = []
+        for i in range(len(questions)):
+            logprobs = np.array(scores[i * len(RATINGS) : (i + 1) * len(RATINGS)])
+            weights = np.exp(logprobs - logprobs.max())
+            weights /= weights.sum()
+            out.append((float(np.dot(weights, RATINGS)), int(RATINGS[int(np.argmax(logprobs))])))
+        return out
+
+    def aggregate(self, records, seed: int):
+        from harness.stats import summarize
+
+        values = super().aggregate(records, seed)
+        for category in sorted({r["category"] for r in records}):
+            subset = [r for r in records if r["category"] == category]
+            values[f"rating/{category}"] = summarize(self.metrics()[0], subset, seed)
+        return values
+
+    def protocol(self) -> dict[str, Any]:
+        from harness import models
+
+        return {
+            "description": self.summary(),
+            "judge": self.config.judge,
+            "judge_identity": models.resolve(self.config.judge).identity.as_dict(),
+            "judge_prompt": "MT-Bench single-v1 + answer prefix 'Rating: [[', ratings 1-10 scored by loglikelihood",
+            "decoding": f"greedy, max_new_tokens={self.config.max_new_tokens}",
+            "data": getattr(self, "_provenance", None),
+        }
