@@ -37,6 +37,26 @@ def smollm2():
     return models.load(models.resolve("smollm2-135m-instruct"))
 
 
+@pytest.fixture(scope="session")
+def tiny_gemma3(tiny):
+    """A random 2-layer Gemma 3 with a 16-token sliding window (tests windowed attention)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from harness.models import LoadedModel, ModelIdentity
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tiny.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
+        max_position_embeddings=256, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    identity = ModelIdentity("tiny-gemma3", "test", "-", "float32", 0, None, 256, "Gemma3ForCausalLM")
+    return LoadedModel(model, tiny.tokenizer, identity, torch.device("cpu"))
+
+
 @pytest.fixture
 def runs_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs"

@@ -156,3 +156,41 @@ def test_cross_tokenizer_mode_runs_and_vetoes(tmp_path):
     assert method.target_lm.generate([request])[0].text == "X" * 10
     result = method.generate([request])[0]
     assert result.info["replaced"] > 0 and "X" not in result.text
+
+
+@pytest.mark.parametrize("keep", [10, 30])  # inside the 16-token sliding window, and past it
+def test_stream_truncation_matches_a_fresh_stream_with_sliding_windows(tiny_gemma3, keep):
+    from harness.method import Cost
+    from methods.cleangen import _Stream
+
+    tokens = list(range(5, 45))
+    stream = _Stream(tiny_gemma3, Cost(), "passes")
+    stream.feed(tokens)
+    stream.truncate(keep)
+    after = stream.feed([7, 8])
+    fresh = _Stream(tiny_gemma3, Cost(), "passes")
+    expected = fresh.feed(tokens[:keep] + [7, 8])[-2:]
+    assert stream.ids == tokens[:keep] + [7, 8]
+    assert torch.allclose(after, expected, atol=1e-5)
+    synced = stream.sync(tokens[:keep] + [9])  # longest common prefix reused, last token re-fed
+    assert torch.allclose(synced[-1], fresh.sync(tokens[:keep] + [9])[-1], atol=1e-5)
+
+
+@pytest.mark.integration
+def test_design_card_command_ubench_cleangen_on_the_embedded_model(tmp_path, capsys):
+    """`harness run --task ubench --method cleangen` with no other argument (2 items here)."""
+    from conftest import cli
+
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "ubench", "--method", "cleangen", "--limit", "2", "--quiet", "--output-dir", runs) == 0
+    err = capsys.readouterr().err
+    assert "UBench runs in mode=generate" in err
+    assert "cleangen: reference = gemma3-270m ('smollm2-135m-instruct' is the clean embedded model" in err
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    results = json.loads((run / "results.json").read_text())
+    assert results["task"]["config"]["mode"] == "generate" and results["n_samples"] == 2
+    settings = results["method_settings"]
+    assert settings["reference"] == "gemma3-270m" and settings["mode"] == "cross-tokenizer"
+    cost = results["cost"]
+    assert cost["reference_forward_passes"] > 0 and cost["cleangen_tokens_checked"] >= cost["tokens_generated"]
+    assert 0 <= cost["cleangen_replacement_rate"] <= 1 and cost["cleangen_atgr_estimate"] > 0

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from harness.api import ChatMessage, GenerateRequest, LoglikelihoodRequest, StreamRequest
 from harness.lm import CausalLM
 from harness.method import Cost
-from harness.models import LoadedModel, ModelIdentity
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. " * 12
@@ -34,23 +32,6 @@ def _instances(kind, args):
     from lm_eval.api.instance import Instance
 
     return [Instance(kind, {}, a, i) for i, a in enumerate(args)]
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma3(tiny):
-    """A random 2-layer Gemma 3 with a 16-token sliding window (tests windowed attention)."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=len(tiny.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
-        max_position_embeddings=256, layer_types=["sliding_attention", "full_attention"],
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )
-    model = Gemma3ForCausalLM(config).eval()
-    identity = ModelIdentity("tiny-gemma3", "test", "-", "float32", 0, None, 256, "Gemma3ForCausalLM")
-    return LoadedModel(model, tiny.tokenizer, identity, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, "auto"])
