@@ -26,7 +26,6 @@ from typing import Any
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from tqdm.auto import tqdm
 
 from harness.api import Capability, Doc, GenerateRequest, LoglikelihoodRequest, Metric, StreamRequest
 from harness.data import DataStore, require_hub

@@ -266,8 +266,11 @@ def regenerate(spec: PaperSpec, store: RunStore) -> dict[str, Any]:
 
 
 def runnable_missing(spec: PaperSpec, store: RunStore) -> list[tuple[Cell, str]]:
-    """(cell, model) pairs with no run yet whose task and method exist: what ``--run`` runs."""
+    """(cell, model) pairs with no run yet whose task, method and model exist: what ``--run`` runs."""
+    from harness import models
+
     entries = load_entries(store)
+    known_models = models.zoo()
     cells = [c for t in spec.tables for c in t.cells]
     cells += [c for claim in spec.claims for c in (claim.cell, claim.treatment_cell())]
     todo, seen = [], set()
@@ -275,6 +278,8 @@ def runnable_missing(spec: PaperSpec, store: RunStore) -> list[tuple[Cell, str]]
         if cell.runnable() is not None:
             continue
         for model in cell.models:
+            if model not in known_models and not Path(model).is_dir():
+                continue  # e.g. a backdoored variant nobody has made yet (harness attack)
             key = (json.dumps([cell.task, cell.task_args, cell.method, cell.method_args, cell.limit, cell.seed], sort_keys=True), model)
             if key not in seen and cell.find(entries, model) is None:
                 seen.add(key)

@@ -31,7 +31,6 @@ import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from tqdm.auto import tqdm
