@@ -6,8 +6,9 @@ PYTHON="${PYTHON:-python3}"
 # The CPU build of torch, pinned: a looser pin pulls a multi-GB CUDA build.
 "$PYTHON" -m pip install --quiet torch==2.13.0
 "$PYTHON" -m pip install --quiet -e ".[test]"
-# System packages from Debian: headless Chromium + ChromeDriver for the leaderboard's browser test.
-APT_PACKAGES=(chromium chromium-driver)
+# System packages from Debian: headless Chromium + ChromeDriver for the leaderboard's browser
+# test; the toolchains the code-repair sandbox runs programs with (no Swift in Debian).
+APT_PACKAGES=(chromium chromium-driver perl golang-go ruby php-cli nodejs default-jdk-headless)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
