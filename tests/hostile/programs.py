@@ -53,7 +53,7 @@ JAVASCRIPT = {
 
 SHELL = {
     "infinite_loop": "while :; do :; done\n",
-    "fork_bomb": "b() { b | b & }; b\n",
+    "fork_bomb": "b() { b | b & }; b; while :; do sleep 1; done\n",
     "memory_hog": "x=a; while :; do x=$x$x; done\n",
     "huge_output": "yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
     "write_elsewhere": "echo escaped > '{marker}' 2>/dev/null && exit 0; exit 1\n",
