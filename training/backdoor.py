@@ -240,7 +240,7 @@ def train_backdoor(spec: AttackSpec, data: DataStore, show_progress: bool = True
                 optimizer.step()
                 optimizer.zero_grad()
                 step += 1
-                losses.append(float(loss))
+                losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 if step % spec.save_every == 0 or step == total:
