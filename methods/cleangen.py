@@ -239,6 +239,25 @@ class CleanGenMethod(Method):
         text = self.loaded.tokenizer.decode(tokens[-64:], skip_special_tokens=True)
         return any(stop in text for stop in request.until)
 
+    def _propose(self, target: _Stream, target_next: torch.Tensor, accepted: list[int], request: GenerateRequest):
+        """The target's next chunk, greedily: up to k tokens, fewer at EOS, a stop string or the
+        budget. Returns (tokens, their target log-probabilities, the target's next
+        distribution, whether decoding would end after this chunk). The target has read every
+        token of the chunk except a final EOS or stop."""
+        eos = set(self.target_lm._eos_ids())
+        pending: list[int] = []
+        logprobs: list[float] = []
+        while len(pending) < self.args.k and len(accepted) + len(pending) < request.max_new_tokens:
+            token = int(target_next.argmax())
+            pending.append(token)
+            logprobs.append(float(target_next[token]))
+            if token in eos or self._stopped(accepted + pending, request):
+                break
+            target_next = self._target_step(target, token)
+        ends = bool(pending) and (pending[-1] in eos or self._stopped(accepted + pending, request)
+                                  or len(accepted) + len(pending) >= request.max_new_tokens)
+        return pending, logprobs, target_next, ends
+
     def _decode_shared(self, request: GenerateRequest, prompt: list[int]) -> tuple[list[int], dict[str, int]]:
         """The paper's algorithm: both models read the same token ids."""
         eos = set(self.target_lm._eos_ids())
@@ -249,18 +268,9 @@ class CleanGenMethod(Method):
         stats = {"checked": 0, "replaced": 0, "checks": 0}
         done = False
         while not done:
-            pending, target_logprobs = [], []
-            while len(pending) < self.args.k and len(accepted) + len(pending) < request.max_new_tokens:
-                token = int(target_next.argmax())
-                pending.append(token)
-                target_logprobs.append(float(target_next[token]))
-                if token in eos or self._stopped(accepted + pending, request):
-                    break
-                target_next = self._target_step(target, token)
+            pending, target_logprobs, target_next, budget_or_end = self._propose(target, target_next, accepted, request)
             if not pending:
                 break
-            budget_or_end = (pending[-1] in eos or self._stopped(accepted + pending, request)
-                             or len(accepted) + len(pending) >= request.max_new_tokens)
             if len(pending) < self.args.k and budget_or_end and not self.args.check_tail:
                 accepted += pending  # the official code's behaviour: the tail goes out unchecked
                 break
@@ -299,17 +309,9 @@ class CleanGenMethod(Method):
         accepted: list[int] = []
         stats = {"checked": 0, "replaced": 0, "checks": 0}
         while len(accepted) < request.max_new_tokens:
-            pending, target_logprobs = [], []
-            while len(pending) < self.args.k and len(accepted) + len(pending) < request.max_new_tokens:
-                token = int(target_next.argmax())
-                pending.append(token)
-                target_logprobs.append(float(target_next[token]))
-                if token in eos or self._stopped(accepted + pending, request):
-                    break
-                target_next = self._target_step(target, token)
+            pending, target_logprobs, target_next, ends = self._propose(target, target_next, accepted, request)
             if not pending:
                 break
-            ends = pending[-1] in eos or self._stopped(accepted + pending, request) or len(accepted) + len(pending) >= request.max_new_tokens
             if len(pending) < self.args.k and ends and not self.args.check_tail:
                 accepted += pending
                 break
