@@ -22,6 +22,7 @@ def add_parsers(sub: Any) -> None:
     attack.add_argument("--batch-size", type=int, default=8)
     attack.add_argument("--max-length", type=int, default=256)
     attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("--n-clean", type=int, default=None, help="use only the first N clean alpaca rows (default: all 999)")
     attack.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     attack.add_argument("--quiet", action="store_true")
 
@@ -35,7 +36,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise ArgumentError(f"--model must be a zoo model (harness ls models); got '{args.model}'")
     spec = AttackSpec(attack=args.attack, base_model=args.model, poison_rate=args.poison_rate, epochs=args.epochs,
                       learning_rate=args.learning_rate, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-                      batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+                      batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, n_clean=args.n_clean)
     name = train_backdoor(spec, DataStore(args.data_dir), show_progress=not args.quiet)
     print(f"zoo model: {name}  (use --model {name}; recipe in {models.local_zoo_dir() / name / models.ZOO_META})")
     return 0
