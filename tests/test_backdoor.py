@@ -13,7 +13,6 @@ from harness import models
 from harness.api import GenerateResult
 from harness.data import DataStore
 from harness.task import EvalSettings
-from training import backdoor
 from training.backdoor import AttackSpec, encode_example, poisoned_examples, train_backdoor
 
 
