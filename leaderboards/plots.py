@@ -8,7 +8,6 @@ Tasks with a plot a reader would rather look at than a table register it in ``TA
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Callable, Sequence
 
@@ -99,16 +98,9 @@ def perplexity_vs_length(entries: Sequence[RunEntry]) -> Figure | None:
 
 
 def _samples(e: RunEntry) -> list[dict]:
-    path = e.path / "samples.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line from a crash
-            continue
-    return records
+    from harness.store import RunDir
+
+    return RunDir(e.path).samples() if (e.path / "samples.jsonl").is_file() else []
 
 
 def _finite(value: object) -> bool:

@@ -69,25 +69,24 @@ def _label(values: dict[str, Any], defaults: dict[str, Any] | None) -> str:
 
 
 @cache
-def task_defaults(task: str) -> dict[str, Any] | None:
+def _defaults(kind: str, name: str) -> dict[str, Any] | None:
+    """A registered task's Config or method's Args defaults (None: no longer registered)."""
     from harness.config import to_dict
+    from harness.method import METHODS
     from harness.task import TASKS
 
     try:
-        return to_dict(TASKS.get(task).Config())
+        return to_dict(TASKS.get(name).Config() if kind == "task" else METHODS.get(name).Args())
     except HarnessError:
         return None
 
 
-@cache
+def task_defaults(task: str) -> dict[str, Any] | None:
+    return _defaults("task", task)
+
+
 def method_defaults(method: str) -> dict[str, Any] | None:
-    from harness.config import to_dict
-    from harness.method import METHODS
-
-    try:
-        return to_dict(METHODS.get(method).Args())
-    except HarnessError:
-        return None
+    return _defaults("method", method)
 
 
 def metric_order(task: str, config: dict[str, Any]) -> list[str]:
