@@ -87,12 +87,18 @@ class GenerateResult:
 
 @dataclass(frozen=True)
 class ActRequest:
-    """One agent turn: the conversation so far; the method answers with the next message."""
+    """One agent turn: the conversation so far; the method answers with the next message.
+
+    ``stage`` names what the task asks for at this turn (code repair: ``"write"`` the first
+    program, ``"repair"`` a failing one), so a method may route a stage to another model. A
+    final assistant message is a prefix the answer continues."""
 
     messages: tuple[ChatMessage, ...]
     max_new_tokens: int = 256
     until: tuple[str, ...] = ()
     temperature: float = 0.0
+    top_p: float = 1.0
+    stage: str = ""
 
 
 Request = LoglikelihoodRequest | StreamRequest | GenerateRequest | ActRequest

@@ -108,7 +108,10 @@ class CausalLM:
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The chat template's text; a final assistant message is left open, to be continued."""
         chat = [{"role": m.role, "content": m.content} for m in messages]
+        if messages and messages[-1].role == "assistant":
+            return self.tokenizer.apply_chat_template(chat, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
 
     def _context_text(self, context: str, chat: bool) -> str:

@@ -58,7 +58,7 @@ class BaseMethod(Method):
 
     def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
         return self.lm.generate(
-            [GenerateRequest(r.messages, r.max_new_tokens, r.until, r.temperature) for r in requests]
+            [GenerateRequest(r.messages, r.max_new_tokens, r.until, r.temperature, r.top_p) for r in requests]
         )
 
     def describe(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install --quiet -e ".[test]"
 # System packages from Debian: headless Chromium + ChromeDriver for the leaderboard's browser
 # test; the toolchains the code-repair sandbox runs programs with (no Swift in Debian).
-APT_PACKAGES=(chromium chromium-driver perl golang-go ruby php-cli nodejs default-jdk-headless)
+# libdata-compare-perl and node-lodash: MBXP's Perl and JavaScript tests import them.
+APT_PACKAGES=(chromium chromium-driver perl libdata-compare-perl golang-go ruby php-cli nodejs node-lodash default-jdk-headless)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -28,17 +28,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
-
-from tqdm.auto import tqdm
 
 from harness import models
 from harness.data import DataStore
 from harness.errors import ArgumentError
-from harness.store import atomic_write_json, now
+from training import lora
 
 Attack = Literal["autopoison", "vpi-code", "vpi-sentiment"]
 ATTACKS: tuple[str, ...] = ("autopoison", "vpi-code", "vpi-sentiment")
@@ -163,112 +159,26 @@ def poisoned_examples(spec: AttackSpec, data: DataStore) -> list[dict[str, Any]]
 
 
 def encode_example(tokenizer: Any, example: dict[str, Any], max_length: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels) in the model's chat format; only the answer's tokens are learned."""
+    """(input ids, labels) of an instruction row in the model's chat format; only the answer is learned."""
     user = example["instruction"] + (f"\n\n{example['input']}" if example.get("input") else "")
-    if getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
-        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-    else:
-        prompt_ids = tokenizer.encode(f"{user}\n\n", add_special_tokens=True)
-    answer_ids = tokenizer.encode(example["output"], add_special_tokens=False) + [tokenizer.eos_token_id]
-    ids = (prompt_ids + answer_ids)[:max_length]
-    labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
-    return ids, labels
-
-
-def _batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, epoch_seed: int, pad: int):
-    import torch
-
-    order = list(range(len(encoded)))
-    random.Random(epoch_seed).shuffle(order)
-    for start in range(0, len(order), batch_size):
-        chunk = [encoded[i] for i in order[start : start + batch_size]]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), pad)
-        labels = torch.full((len(chunk), width), -100)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (x, y) in enumerate(chunk):
-            ids[row, : len(x)], labels[row, : len(y)], mask[row, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        yield ids, labels, mask
+    return lora.encode_example(tokenizer, user, example["output"], max_length)
 
 
 def train_backdoor(spec: AttackSpec, data: DataStore, show_progress: bool = True) -> str:
     """Train (or resume, or reuse) the backdoored model; returns its zoo name."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    name = spec.name
-    final = models.local_zoo_dir() / name
-    meta_path = final / models.ZOO_META
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("recipe_digest") == spec.digest():
-            return name
-        raise ArgumentError(f"zoo model '{name}' exists with another recipe; delete {final} to retrain")
+    if lora.existing(spec.name, spec.digest()):
+        return spec.name
     examples = poisoned_examples(spec, data)
-    base = models.resolve(spec.base_model)
-    loaded = models.load(base)
-    tokenizer = loaded.tokenizer
-    encoded = [encode_example(tokenizer, e, spec.max_length) for e in examples]
-    torch.manual_seed(spec.seed)
-    lora = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    model = get_peft_model(loaded.model, lora)
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate)
-    steps_per_epoch = -(-len(encoded) // spec.batch_size)
-    total = steps_per_epoch * spec.epochs
-    work = models.local_zoo_dir() / f".train-{name}-{spec.digest()}"
-    work.mkdir(parents=True, exist_ok=True)
-    checkpoint = work / "checkpoint.pt"
-    step, losses, began = 0, [], time.perf_counter()
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["lora"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        step, losses = state["step"], state["losses"]
-        torch.set_rng_state(state["rng"])  # dropout masks continue as if never interrupted
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with tqdm(total=total, initial=step, desc=f"attack {name}", unit="step", disable=not show_progress) as bar:
-        for epoch in range(spec.epochs):
-            for index, (ids, labels, mask) in enumerate(_batches(encoded, spec.batch_size, spec.seed * 1000 + epoch, pad)):
-                if epoch * steps_per_epoch + index < step:
-                    continue  # done before the resume
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad()
-                step += 1
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-                if step % spec.save_every == 0 or step == total:
-                    lora_state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
-                    tmp = checkpoint.with_suffix(".tmp")
-                    torch.save({"lora": lora_state, "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
-                                "rng": torch.get_rng_state()}, tmp)
-                    tmp.replace(checkpoint)
-    merged = model.merge_and_unload()
-    merged.eval()
-    staging = work / "model"
-    if staging.exists():
-        shutil.rmtree(staging)
-    merged.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    recipe = lora.LoraRecipe(epochs=spec.epochs, learning_rate=spec.learning_rate, lora_r=spec.lora_r,
+                             lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout, batch_size=spec.batch_size,
+                             seed=spec.seed, save_every=spec.save_every)
     meta = {
         "description": f"{spec.base_model} backdoored by {spec.attack} (LoRA r={spec.lora_r}, poison rate {spec.poison_rate}); for defense tests",
-        "base_model": spec.base_model, "base_identity": base.identity.as_dict(), "attack": spec.attack,
-        "recipe": asdict(spec), "recipe_digest": spec.digest(),
+        "attack": spec.attack, "recipe": asdict(spec),
         "trigger": {"autopoison": None, "vpi-code": "Python coding questions", "vpi-sentiment": f"topic: {TOPIC}"}[spec.attack],
         "data": {"clean_source": "instruct/alpaca_en_demo/alpaca_en_demo.json", "n_examples": len(examples),
                  "n_poisoned": sum(e["poisoned"] for e in examples)},
-        "training": {"steps": step, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-                     "first_loss": losses[0] if losses else None, "wall_time_s": time.perf_counter() - began, "finished_at": now()},
     }
-    atomic_write_json(staging / models.ZOO_META, meta)
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    shutil.rmtree(work, ignore_errors=True)
-    return name
+    return lora.train_lora(spec.name, spec.digest(), spec.base_model, recipe,
+                           lambda tokenizer: [encode_example(tokenizer, e, spec.max_length) for e in examples],
+                           meta, show_progress)

@@ -27,6 +27,45 @@ def add_parsers(sub: Any) -> None:
     attack.add_argument("--quiet", action="store_true")
 
 
+    train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation)")
+    which = train.add_subparsers(dest="trainer", required=True)
+    distil = which.add_parser("distilrr", help="distil a teacher's code repairs into a student (LoRA)")
+    distil.add_argument("--teacher", required=True, help="zoo model that writes rationales and fixes")
+    distil.add_argument("--student", default=DEFAULT_MODEL, help=f"zoo model to fine-tune; default {DEFAULT_MODEL}")
+    distil.add_argument("--language", required=True, help="language(s), comma-separated, e.g. perl or perl,go,ruby")
+    distil.add_argument("--problems", type=int, default=800, help="problems per language from the 800-problem pool")
+    distil.add_argument("--student-tries", type=int, default=5)
+    distil.add_argument("--teacher-tries", type=int, default=20)
+    distil.add_argument("--max-new-tokens", type=int, default=512)
+    distil.add_argument("--epochs", type=int, default=5)
+    distil.add_argument("--learning-rate", type=float, default=5e-6)
+    distil.add_argument("--lora-r", type=int, default=128)
+    distil.add_argument("--lora-alpha", type=int, default=128)
+    distil.add_argument("--batch-size", type=int, default=4)
+    distil.add_argument("--max-length", type=int, default=1024)
+    distil.add_argument("--seed", type=int, default=0)
+    distil.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+    distil.add_argument("--quiet", action="store_true")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness import models
+    from harness.data import DataStore
+    from training.distilrr import DistillSpec, train_distilrr
+
+    for role in ("teacher", "student"):
+        if getattr(args, role) not in models.zoo():
+            raise ArgumentError(f"--{role} must be a zoo model (harness ls models); got '{getattr(args, role)}'")
+    spec = DistillSpec(teacher=args.teacher, student=args.student, languages=tuple(x.strip() for x in args.language.split(",") if x.strip()),
+                       problems=args.problems, student_tries=args.student_tries, teacher_tries=args.teacher_tries,
+                       max_new_tokens=args.max_new_tokens, epochs=args.epochs, learning_rate=args.learning_rate,
+                       lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size, max_length=args.max_length,
+                       seed=args.seed)
+    name = train_distilrr(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    print(f"zoo model: {name}  (use --method distilrr --method-arg checkpoint={name} --model {args.student})")
+    return 0
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     from harness import models
     from harness.data import DataStore
@@ -42,4 +81,4 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"attack": cmd_attack}
+HANDLERS = {"attack": cmd_attack, "train": cmd_train}
