@@ -13,6 +13,7 @@ returned in ``GenerateResult.info["rationale"]`` for the task's judge analysis.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from harness.method import Method, MethodOptions, register_method
 from harness.models import LoadedModel
 
 FENCE = "```"
+FENCE_TAG = re.compile(r"```([A-Za-z][\w+#-]*)[ \t]*\n")
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,30 @@ def _generate(lm: CausalLM, requests: Sequence[ActRequest], until: tuple[str, ..
                                         r.temperature, r.top_p) for r in requests])
 
 
+def fence_tag(messages: Sequence[ChatMessage]) -> str:
+    """The language tag of the code the task showed (```perl ...), to open the fix's block with."""
+    for message in reversed(messages):
+        match = FENCE_TAG.search(message.content)
+        if match:
+            return match.group(1)
+    return ""
+
+
 def two_stage_repair(rationale_lm: CausalLM, code_lm: CausalLM, requests: Sequence[ActRequest],
                      rationale_tokens: int) -> list[GenerateResult]:
-    """Rationale from one model (stopped at a code fence), fixed code from another that continues it."""
+    """Rationale from one model (stopped at a code fence), fixed code from another that continues
+    it inside an opened code block (tagged like the task's code, so it writes code, not prose)."""
     rationales = _generate(rationale_lm, requests, (FENCE,), rationale_tokens)
     continued = []
     for request, rationale in zip(requests, rationales, strict=True):
-        prefix = (rationale.text.strip() + "\n\n" if rationale.text.strip() else "") + FENCE
+        tag = fence_tag(request.messages)
+        prefix = (rationale.text.strip() + "\n\n" if rationale.text.strip() else "") + FENCE + (f"{tag}\n" if tag else "")
         continued.append(ActRequest(request.messages + (ChatMessage("assistant", prefix),), request.max_new_tokens,
                                     (FENCE,), request.temperature, request.top_p, request.stage))
     codes = _generate(code_lm, continued)
     results = []
-    for rationale, code in zip(rationales, codes, strict=True):
-        text = (rationale.text.strip() + "\n\n" if rationale.text.strip() else "") + FENCE + code.text + FENCE
+    for request, rationale, code in zip(continued, rationales, codes, strict=True):
+        text = request.messages[-1].content + code.text + FENCE
         results.append(GenerateResult(text, rationale.n_tokens + code.n_tokens, code.finish_reason,
                                       {"rationale": rationale.text.strip()}))
     return results

@@ -131,7 +131,7 @@ def repair_messages(language: Language, code: str, error: str) -> tuple[ChatMess
     return (ChatMessage("user", (
         f"You are given an incorrect {language.label} function and an error message. Explain how to fix the error, "
         f"and then write an updated {language.label} function with the correct code.\n"
-        f"### Incorrect Code:\n{code.strip()}\n### Error: {error}"
+        f"### Incorrect Code:\n```{language.name}\n{code.strip()}\n```\n### Error: {error}"
     )),)
 
 

@@ -196,12 +196,12 @@ class StubLM:
 def test_two_stage_repair_puts_the_rationale_before_the_code():
     from methods.self_repair import two_stage_repair
 
-    teacher, student = StubLM(["Use the matrix."]), StubLM(["python\ndef f():\n    return 1\n"])
-    request = ActRequest((ChatMessage("user", "fix it"),), 64, (), 0.2, 0.95, "repair")
+    teacher, student = StubLM(["Use the matrix."]), StubLM(["def f():\n    return 1\n"])
+    request = ActRequest((ChatMessage("user", "fix it:\n```python\ndef f():\n    return 0\n```\nError: x"),), 64, (), 0.2, 0.95, "repair")
     (result,) = two_stage_repair(teacher, student, [request], 32)
     assert teacher.seen[0].until == ("```",) and teacher.seen[0].max_new_tokens == 32
     continued = student.seen[0].prompt
-    assert continued[-1] == ChatMessage("assistant", "Use the matrix.\n\n```") and student.seen[0].until == ("```",)
+    assert continued[-1] == ChatMessage("assistant", "Use the matrix.\n\n```python\n") and student.seen[0].until == ("```",)
     assert result.text == "Use the matrix.\n\n```python\ndef f():\n    return 1\n```" and result.info["rationale"] == "Use the matrix."
     assert code_block(result.text, LANGUAGES["python"]) == "def f():\n    return 1\n"
 
@@ -212,9 +212,9 @@ def test_distillation_keeps_the_first_passing_teacher_repair(mirror):
     spec = DistillSpec(teacher="t", student="s", languages=("python",), student_tries=2, teacher_tries=3)
     problem = _first_problem(mirror, "python")
     student = StubLM(["def min_cost(cost, m, n):\n    return 0\n"] * 2)
-    wrong = "python\ndef min_cost(cost, m, n):\n    return 1\n"
+    wrong = "def min_cost(cost, m, n):\n    return 1\n"
     right = code_block(MIN_COST["python"], LANGUAGES["python"])
-    teacher = StubLM(["Think again.", "Use dynamic programming.", "Hmm.", wrong, "python\n" + right, wrong])
+    teacher = StubLM(["Think again.", "Use dynamic programming.", "Hmm.", wrong, right, wrong])
     row = _distil_one(spec, LANGUAGES["python"], problem, student, teacher)
     assert row["kept"] and row["teacher_attempt"] == 2 and row["rationale"] == "Use dynamic programming."
     assert "return 0" in row["incorrect_code"] and "AssertionError" in row["error"] and "def min_cost" in row["fixed_code"]
