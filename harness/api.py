@@ -90,8 +90,11 @@ class ActRequest:
     """One agent turn: the conversation so far; the method answers with the next message.
 
     ``stage`` names what the task asks for at this turn (code repair: ``"write"`` the first
-    program, ``"repair"`` a failing one), so a method may route a stage to another model. A
-    final assistant message is a prefix the answer continues."""
+    program, ``"repair"`` a failing one; games: ``"step"``, ``"reflect"`` between trials), so a
+    method may route a stage to another model. A final assistant message is a prefix the
+    answer continues. ``choices``, when given, are the valid answers (a game's admissible
+    commands): a method may score them instead of generating. ``episode`` names the game or
+    problem the turn belongs to, for methods that keep memory per episode."""
 
     messages: tuple[ChatMessage, ...]
     max_new_tokens: int = 256
@@ -99,6 +102,8 @@ class ActRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     stage: str = ""
+    choices: tuple[str, ...] = ()
+    episode: str = ""
 
 
 Request = LoglikelihoodRequest | StreamRequest | GenerateRequest | ActRequest

@@ -1,0 +1,147 @@
+"""TextWorld games and the react agent: the level scheme and seeds, episodes played by a
+scripted walkthrough agent and a babbling one, trials with reflections, the agent's windowing
+and loglikelihood action choice, and a CLI run with per-level metrics."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from harness.api import ActRequest, ChatMessage, GenerateResult, LoglikelihoodResult
+from harness.data import DataStore
+from harness.task import EvalSettings
+from tasks.textworld import COOKING_LEVELS, game_seed, parse_levels, tw_make_args
+from tests.conftest import cli
+
+pytest.importorskip("textworld")
+
+
+@pytest.fixture(scope="module")
+def games(tmp_path_factory):
+    """Two level-1 and one level-8 cooking games (generated once, cached for the module)."""
+    import os
+
+    from harness.runner import make_task
+
+    cache = tmp_path_factory.mktemp("tw-cache")
+    old = os.environ.get("HARNESS_CACHE_DIR")
+    os.environ["HARNESS_CACHE_DIR"] = str(cache)
+    task = make_task("textworld", {"levels": "1,8", "games_per_level": 1, "max_steps": 40})
+    docs = task.load_docs(DataStore(None))
+    yield task, docs, cache
+    if old is None:
+        os.environ.pop("HARNESS_CACHE_DIR")
+    else:
+        os.environ["HARNESS_CACHE_DIR"] = old
+
+
+def _walkthrough(path: str) -> list[str]:
+    import textworld
+
+    env = textworld.start(path, request_infos=textworld.EnvInfos(policy_commands=True))
+    commands = list(env.reset().policy_commands)
+    env.close()
+    return commands
+
+
+def test_level_scheme_and_seeds_follow_gata():
+    assert parse_levels("1-3,8") == [1, 2, 3, 8] and parse_levels("5") == [5]
+    with pytest.raises(ValueError):
+        parse_levels("one")
+    assert tw_make_args("cooking", 1, "test", 7)[:7] == ["tw-cooking", "--recipe", "1", "--take", "1", "--open", "--split"]
+    assert set(COOKING_LEVELS[10]) >= {"--cook", "--cut", "--open"} and COOKING_LEVELS[10][:4] == ("--recipe", "3", "--take", "3")
+    assert COOKING_LEVELS[5][-2:] == ("--go", "9")
+    seeds = {game_seed("cooking", split, level, index) for split in ("test", "train") for level in range(1, 11) for index in range(20)}
+    assert len(seeds) == 400  # disjoint across split, level and index
+
+
+class Scripted:
+    """Plays a fixed list of commands per game (or babbles), and reflects with a fixed note."""
+
+    def __init__(self, plans: dict[str, list[str]] | None = None, babble: str = "") -> None:
+        self.plans, self.babble, self.requests = plans or {}, babble, []
+
+    def act(self, requests):
+        self.requests += requests
+        out = []
+        for r in requests:
+            if r.stage == "reflect":
+                out.append(GenerateResult("Read the cookbook first.", 5, "stop"))
+                continue
+            played = sum(1 for m in r.messages if m.role == "assistant")
+            plan = self.plans.get(r.episode, [])
+            out.append(GenerateResult(plan[played] if played < len(plan) else self.babble or "look", 2, "stop"))
+        return out
+
+
+def test_walkthrough_wins_and_babble_is_counted_invalid(games):
+    task, docs, _ = games
+    plans = {d.id: _walkthrough(d.data["path"]) for d in docs}
+    records = task.evaluate(docs, Scripted(plans), EvalSettings(True, 0))
+    assert all(r["won"] == 1 and r["normalized_score"] == 1.0 and r["invalid_actions"] == 0 for r in records)
+    assert [r["steps"] for r in records] == [len(plans[d.id]) for d in docs]
+    log = records[0]["trials"][0]["log"]
+    assert log[-1]["score"] == records[0]["max_score"] and all(step["admissible"] for step in log)
+    babbling = task.evaluate(docs[:1], Scripted(babble="dance wildly"), EvalSettings(True, 0))[0]
+    assert babbling["steps"] == 40 and babbling["invalid_actions"] == 40 and babbling["won"] == 0
+    values = task.aggregate([{**r, "doc_id": d.id} for r, d in zip(records, docs)], 0)
+    assert values["win_rate"].value == 1.0 and "normalized_score/level-8" in values
+
+
+def test_near_miss_commands_are_matched_but_still_counted(games):
+    task, docs, _ = games
+    plan = _walkthrough(docs[0].data["path"])
+    sloppy = [plan[0].upper() + "."] + plan[1:]  # "TAKE ... ." matches after normalisation
+    record = task.evaluate(docs[:1], Scripted({docs[0].id: sloppy}), EvalSettings(True, 0))[0]
+    assert record["won"] == 1 and record["invalid_actions"] == 0
+    typo = [plan[0][:-1] + "x"] + plan[1:]  # one letter off: matched to the admissible command, counted invalid
+    record = task.evaluate(docs[:1], Scripted({docs[0].id: typo}), EvalSettings(True, 0))[0]
+    assert record["won"] == 1 and record["invalid_actions"] == 1 and record["trials"][0]["log"][0]["command"] == plan[0]
+
+
+def test_trials_carry_the_methods_reflection_into_the_next_prompt(games):
+    from harness.runner import make_task
+
+    task = make_task("textworld", {"levels": "1", "games_per_level": 1, "max_steps": 3, "trials": 2})
+    _, docs, _ = games
+    method = Scripted()
+    (record,) = task.evaluate(docs[:1], method, EvalSettings(True, 0))
+    reflect = [r for r in method.requests if r.stage == "reflect"]
+    assert len(reflect) == 1 and "ran out of steps" in reflect[0].messages[-1].content
+    second = [r for r in method.requests if r.stage == "step"][3:]
+    assert "Read the cookbook first." in second[0].messages[0].content
+    assert record["trials"][1]["memory"] == "Read the cookbook first." and len(record["trials"]) == 2
+    assert "first_trial_win_rate" in {m.name for m in task.metrics()}
+
+
+def test_react_windows_history_and_picks_the_best_scored_command(tiny):
+    from harness.method import MethodOptions
+    from methods.react import React, ReactArgs
+
+    agent = React(tiny, ReactArgs(history=1), MethodOptions(show_progress=False))
+    messages = (ChatMessage("system", "goal"), ChatMessage("user", "o1"), ChatMessage("assistant", "a1"),
+                ChatMessage("user", "o2"), ChatMessage("assistant", "a2"), ChatMessage("user", "o3"))
+    request = ActRequest(messages, 8, (), 0.0, 1.0, "step", choices=("go north", "take apple"), episode="g")
+    assert [m.content for m in agent.window(request)] == ["goal", "o2", "a2", "o3"]
+    table = {"go north": LoglikelihoodResult(-6.0, False, 2), "take apple": LoglikelihoodResult(-4.0, False, 2)}
+    agent.lm = SimpleNamespace(loglikelihood=lambda reqs: [table[r.continuation] for r in reqs],
+                               loaded=SimpleNamespace(has_chat_template=False))
+    (answer,) = agent.act([request])
+    assert answer.text == "take apple" and answer.info["n_choices"] == 2
+    (silent,) = agent.act([ActRequest(messages, 8, stage="reflect", episode="g")])
+    assert silent.text == ""
+
+
+def test_cli_runs_react_on_generated_games_with_per_level_metrics(games, tmp_path, monkeypatch):
+    _, _, cache = games
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))  # the module's games: no generation here
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "textworld", "--method", "react", "--model", "tiny-random-llama", "--quiet",
+               "--task-arg", "levels=1,8", "--task-arg", "games_per_level=1", "--task-arg", "max_steps=3",
+               "--output-dir", runs) == 0
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    results = json.loads((run / "results.json").read_text())
+    assert {"normalized_score", "win_rate", "steps", "invalid_action_rate", "win_rate/level-1"} <= set(results["metrics"])
+    assert results["metrics"]["steps"]["value"] == 3 and results["protocol"]["max_steps"] == 3
