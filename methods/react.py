@@ -22,6 +22,25 @@ from harness.method import Method, MethodOptions, register_method
 from harness.models import LoadedModel
 
 
+MEMORY_STAGES = ("reflect", "demonstration")  # turns that ask for memory, not a command
+TRAJECTORY_STEPS = 25  # of a trajectory shown when reflecting (a 135M model's context is short)
+OBSERVATION_CHARS = 200
+
+
+def trajectory_text(request: ActRequest, steps: int = TRAJECTORY_STEPS) -> str:
+    """A trajectory as '> command' / observation lines (the last ``steps``), then the outcome."""
+    system, *turns = request.messages
+    *pairs, outcome = turns
+    lines = []
+    for message in pairs[-2 * steps :]:
+        if message.role == "assistant":
+            lines.append(f"> {message.content}")
+        else:
+            lines.append(message.content[:OBSERVATION_CHARS].replace("\n", " "))
+    goal = system.content.split("Goal:", 1)[1].split("\n\n")[0].strip() if "Goal:" in system.content else ""
+    return (f"Goal: {goal}\n\n" if goal else "") + "\n".join(lines) + f"\n\n{outcome.content}"
+
+
 @dataclass(frozen=True)
 class ReactArgs:
     history: int = 6  # observation/command pairs kept in the prompt
@@ -47,7 +66,13 @@ class GameAgent(Method):
         return ""
 
     def reflect(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
+        """Between trials and for demonstrations: what the agent wants to remember (nothing)."""
         return [GenerateResult("", 0, "stop") for _ in requests]
+
+    def write(self, prompts: Sequence[str], max_new_tokens: int = 160) -> list[str]:
+        """Greedy free text from the agent's model, for reflections and tips."""
+        requests = [GenerateRequest(prompt, max_new_tokens, (), 0.0, 1.0, chat=True) for prompt in prompts]
+        return [answer.text.strip() for answer in self.lm.generate(requests)]
 
     def window(self, request: ActRequest) -> tuple[ChatMessage, ...]:
         system, *turns = request.messages
@@ -64,10 +89,10 @@ class GameAgent(Method):
 
     def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
         results: list[GenerateResult | None] = [None] * len(requests)
-        reflect = [i for i, r in enumerate(requests) if r.stage == "reflect"]
+        reflect = [i for i, r in enumerate(requests) if r.stage in MEMORY_STAGES]
         for i, answer in zip(reflect, self.reflect([requests[i] for i in reflect]) if reflect else [], strict=True):
             results[i] = answer
-        steps = [i for i, r in enumerate(requests) if r.stage != "reflect"]
+        steps = [i for i, r in enumerate(requests) if r.stage not in MEMORY_STAGES]
         scored = [i for i in steps if requests[i].choices and self.args.choice == "loglikelihood"]
         generated = [i for i in steps if i not in scored]
         if scored:

@@ -17,7 +17,9 @@ it wants); with ``admissible=true`` (default) the admissible commands are the re
 close (difflib ratio ≥ 0.8), else sent as typed; either way a command that was not admissible
 counts as invalid, and an episode never crashes on it. ``trials`` > 1 replays each game, and
 between trials the method is asked to reflect (``stage="reflect"``; reflexion's reflections,
-introspective tips) — what it answers is logged with the trial.
+introspective tips); with ``demonstrations=true`` it first reads the transcript of
+TextWorld's walkthrough played out (``stage="demonstration"``). What it answers is the
+memory the task puts in the next trial's system message, logged with the trial.
 
 Metrics, overall and per level (``metric/level-N``), with CIs: normalised score (score / max
 score) of the last trial, win rate, steps, invalid-action rate; first-trial values too when
@@ -37,7 +39,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +95,7 @@ class TextWorldConfig:
     max_steps: int = 100
     admissible: bool = True
     trials: int = 1
+    demonstrations: bool = False  # show the method each game's walkthrough before trial 1
 
     def __post_init__(self) -> None:
         levels = parse_levels(self.levels) if self.games != "simple" else [1]
@@ -207,14 +210,19 @@ class TextWorld(Task):
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
         trials: list[list[dict[str, Any]]] = [[] for _ in docs]
         memories: list[str] = ["" for _ in docs]
+        if self.config.demonstrations:
+            memories = self._demonstrate(docs, method)
         for trial in range(self.config.trials):
             episodes = [Episode(doc, trial, memories[i], self.config) for i, doc in enumerate(docs)]
             self._play(episodes, method)
             for i, episode in enumerate(episodes):
                 trials[i].append(episode.summary())
-            if trial + 1 < self.config.trials:
+            if self.config.trials > 1:  # after the last trial too: what was learned (a tips run's output)
                 memories = self._reflect(episodes, method)
-        return [self._record(doc, runs) for doc, runs in zip(docs, trials, strict=True)]
+        records = [self._record(doc, runs) for doc, runs in zip(docs, trials, strict=True)]
+        for record, memory in zip(records, memories, strict=True):
+            record["final_memory"] = memory
+        return records
 
     def _play(self, episodes: list[Episode], method: Method) -> None:
         """Step every unfinished episode together, so the method answers them as one batch."""
@@ -235,6 +243,25 @@ class TextWorld(Task):
                                "reflect", episode=e.doc.id) for e in episodes]
         return [answer.info.get("memory", answer.text).strip() for answer in method.act(requests)]
 
+    def _demonstrate(self, docs: Sequence[Doc], method: Method) -> list[str]:
+        """Play each game's walkthrough (TextWorld's expert policy) and give the transcript to
+        the method (``stage="demonstration"``); its answer is the first trial's memory."""
+        requests = []
+        for doc in docs:
+            expert = Episode(doc, -1, "", replace(self.config, max_steps=1_000_000))  # the walkthrough bounds it
+            try:
+                for command in expert.walkthrough:
+                    if expert.done:
+                        break
+                    expert.step(command)
+            finally:
+                expert.close()
+            outcome = (f"This was an expert's play: it won with score {expert.state.score} of {expert.state.max_score} "
+                       f"in {len(expert.turns)} commands. Write short general tips for playing such games.")
+            requests.append(ActRequest(expert.messages(window=None) + (ChatMessage("user", outcome),), 256, (), 0.0, 1.0,
+                                       "demonstration", episode=doc.id))
+        return [answer.info.get("memory", answer.text).strip() for answer in method.act(requests)]
+
     def _record(self, doc: Doc, runs: list[dict[str, Any]]) -> dict[str, Any]:
         last, first = runs[-1], runs[0]
         return {
@@ -250,7 +277,7 @@ class TextWorld(Task):
         return {
             "description": self.summary(), "games": c.games, "levels": self._levels(), "split": c.split,
             "games_per_level": c.games_per_level, "max_steps": c.max_steps, "admissible_commands": c.admissible,
-            "trials": c.trials, "generator": "tw-make " + " ".join(tw_make_args(c.games, self._levels()[0], c.split, 0)[:-2]),
+            "trials": c.trials, "demonstrations": c.demonstrations, "generator": "tw-make " + " ".join(tw_make_args(c.games, self._levels()[0], c.split, 0)[:-2]),
             "seeds": f"{SEED_BASE[c.split]} + set offset + 1000 * level + index",
             "invalid": f"not among the admissible commands (answers matched to one at difflib ratio >= {MATCH_RATIO})",
         }

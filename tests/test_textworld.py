@@ -67,7 +67,7 @@ class Scripted:
         self.requests += requests
         out = []
         for r in requests:
-            if r.stage == "reflect":
+            if r.stage in ("reflect", "demonstration"):
                 out.append(GenerateResult("Read the cookbook first.", 5, "stop"))
                 continue
             played = sum(1 for m in r.messages if m.role == "assistant")
@@ -109,7 +109,8 @@ def test_trials_carry_the_methods_reflection_into_the_next_prompt(games):
     method = Scripted()
     (record,) = task.evaluate(docs[:1], method, EvalSettings(True, 0))
     reflect = [r for r in method.requests if r.stage == "reflect"]
-    assert len(reflect) == 1 and "ran out of steps" in reflect[0].messages[-1].content
+    assert len(reflect) == 2 and "ran out of steps" in reflect[0].messages[-1].content  # between trials, and after the last
+    assert record["final_memory"] == "Read the cookbook first."
     second = [r for r in method.requests if r.stage == "step"][3:]
     assert "Read the cookbook first." in second[0].messages[0].content
     assert record["trials"][1]["memory"] == "Read the cookbook first." and len(record["trials"]) == 2
@@ -145,3 +146,59 @@ def test_cli_runs_react_on_generated_games_with_per_level_metrics(games, tmp_pat
     results = json.loads((run / "results.json").read_text())
     assert {"normalized_score", "win_rate", "steps", "invalid_action_rate", "win_rate/level-1"} <= set(results["metrics"])
     assert results["metrics"]["steps"]["value"] == 3 and results["protocol"]["max_steps"] == 3
+
+
+def test_reflexion_and_tips_agents_write_memory_and_freeze_tips(tiny, tmp_path):
+    from harness.method import MethodOptions
+    from methods.introspective_tips import IntrospectiveTips, IntrospectiveTipsArgs, tip_lines
+    from methods.reflexion import Reflexion, ReflexionArgs
+
+    trajectory = (ChatMessage("system", "Play.\n\nGoal: cook"), ChatMessage("user", "A kitchen."), ChatMessage("assistant", "look"),
+                  ChatMessage("user", "The game ended: you ran out of steps, with score 0 of 3. Reflect."))
+    reflect = ActRequest(trajectory, 64, stage="reflect", episode="g1")
+    options = MethodOptions(show_progress=False)
+    reflexion = Reflexion(tiny, ReflexionArgs(keep=2), options)
+    reflexion.write = lambda prompts, n=160: [f"note {len(reflexion.reflections.get('g1', []))}" for _ in prompts]
+    for _ in range(3):
+        (answer,) = reflexion.act([reflect])
+    assert answer.info["memory"] == "- note 1\n- note 2"  # the last `keep` reflections of this game
+    won = ActRequest(trajectory[:-1] + (ChatMessage("user", "The game ended: you won, with score 3 of 3."),), 64,
+                     stage="reflect", episode="g2")
+    assert reflexion.act([won])[0].info["memory"] == ""  # nothing to reflect on after a win
+
+    assert tip_lines("1. Read the cookbook.\n\n* Open containers\n- x\n- y", 3) == "- Read the cookbook.\n- Open containers\n- x"
+    tips = IntrospectiveTips(tiny, IntrospectiveTipsArgs(setting="own", max_tips=2), options)
+    tips.write = lambda prompts, n=200: ["- Examine the cookbook first\n- Take what the recipe lists\n- extra"]
+    (answer,) = tips.act([reflect])
+    assert answer.info["memory"] == "- Examine the cookbook first\n- Take what the recipe lists" and tips.tips["g1"] == answer.info["memory"]
+
+    run = tmp_path / "train-run"
+    run.mkdir()
+    rows = [{"doc_id": f"g{i}", "trials": [{"memory": ""}], "final_memory": f"- tip {i}"} for i in range(3)]
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = []
+    original = IntrospectiveTips.write
+    IntrospectiveTips.write = lambda self, prompts, n=200: seen.extend(prompts) or ["- Merged tip"]
+    try:
+        frozen = IntrospectiveTips(tiny, IntrospectiveTipsArgs(setting="generalize", tips_from=str(run)), options)
+    finally:
+        IntrospectiveTips.write = original
+    assert "- tip 0" in seen[0] and "- tip 2" in seen[0] and frozen.frozen == "- Merged tip"
+    step = ActRequest(trajectory[:-1] + (ChatMessage("user", "A kitchen."),), 8, stage="step", choices=("look",), episode="g9")
+    assert "Tips:\n- Merged tip" in frozen.window(step)[0].content
+    assert frozen.act([reflect])[0].info["memory"] == ""  # frozen: experience changes nothing
+    with pytest.raises(ValueError, match="tips_from"):
+        IntrospectiveTipsArgs(setting="generalize")
+
+
+def test_expert_demonstrations_reach_the_method_before_the_first_trial(games):
+    from harness.runner import make_task
+
+    _, docs, _ = games
+    task = make_task("textworld", {"levels": "1", "games_per_level": 1, "max_steps": 2, "demonstrations": True})
+    method = Scripted()
+    (record,) = task.evaluate(docs[:1], method, EvalSettings(True, 0))
+    (demo,) = [r for r in method.requests if r.stage == "demonstration"]
+    walkthrough = _walkthrough(docs[0].data["path"])
+    assert [m.content for m in demo.messages if m.role == "assistant"] == walkthrough and "won" in demo.messages[-1].content
+    assert record["trials"][0]["memory"] == "Read the cookbook first."
