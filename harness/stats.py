@@ -206,6 +206,12 @@ def paired_compare(
 
 
 # statistics shared by tasks ----------------------------------------------------------------
+def ratio_of_sums(numerators: np.ndarray, denominators: np.ndarray) -> float:
+    """sum(a) / sum(b): a rate over pooled counts (invalid actions per step, say); NaN when b sums to 0."""
+    total = float(denominators.sum())
+    return float(numerators.sum()) / total if total else float("nan")
+
+
 def mean(values: np.ndarray) -> float:
     return float(np.mean(values))
 

@@ -43,7 +43,7 @@ from harness.data import DataStore
 from harness.errors import ArgumentError, DataCorruptError, IncompatibleError
 from harness.method import Cost, Method
 from harness.sandbox import Execution
-from harness.stats import mean
+from harness.stats import mean, ratio_of_sums
 from harness.task import EvalSettings, Task, register_task
 from tasks.code_languages import LANGUAGES, Language, assemble, run_program, syntax_errors
 
@@ -61,11 +61,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
-def ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:
-    total = float(denominator.sum())
-    return float(numerator.sum()) / total if total else float("nan")
 
 
 @dataclass(frozen=True)
@@ -183,13 +178,13 @@ class CodeRepair(Task):
             for r in range(1, c.rounds + 1):
                 metrics.append(Metric(f"pass@1/round-{r}", True, (f"pass@1/round-{r}",), mean,
                                       description=f"pass@1 of the first {c.repair_samples} samples after {r} repair round(s)"))
-        metrics.append(Metric("syntax_error_rate", False, ("n_syntax_errors", "n_samples"), ratio,
+        metrics.append(Metric("syntax_error_rate", False, ("n_syntax_errors", "n_samples"), ratio_of_sums,
                               description="round-0 programs tree-sitter cannot parse"))
-        metrics.append(Metric("timeout_rate", False, ("n_timeouts", "n_samples"), ratio))
+        metrics.append(Metric("timeout_rate", False, ("n_timeouts", "n_samples"), ratio_of_sums))
         if c.rounds and c.repair_samples and c.judge != "none":
-            metrics.append(Metric("good_rationale_rate", True, ("n_good", "n_rationales"), ratio))
+            metrics.append(Metric("good_rationale_rate", True, ("n_good", "n_rationales"), ratio_of_sums))
             for label in ("good_fixed", "good_wrong", "bad_fixed", "bad_wrong"):
-                metrics.append(Metric(f"rationale/{label}", True, (f"n_{label}", "n_rationales"), ratio,
+                metrics.append(Metric(f"rationale/{label}", True, (f"n_{label}", "n_rationales"), ratio_of_sums,
                                       description="share of repair rationales: judged good/bad × code fixed/still wrong"))
         return metrics
 

@@ -49,7 +49,7 @@ from harness.api import ActRequest, Capability, ChatMessage, Doc, Metric
 from harness.data import DataStore
 from harness.errors import DataUnavailableError
 from harness.method import Method
-from harness.stats import MetricValue, mean, summarize_all
+from harness.stats import MetricValue, mean, ratio_of_sums, summarize_all
 from harness.task import EvalSettings, Task, register_task
 
 # GATA's cooking levels (PAPERS.md §12): tw-cooking options per level.
@@ -190,7 +190,7 @@ class TextWorld(Task):
             Metric("normalized_score", True, ("normalized_score",), mean, description="score / max score, last trial"),
             Metric("win_rate", True, ("won",), mean, ci="wilson"),
             Metric("steps", False, ("steps",), mean, description="commands issued, last trial"),
-            Metric("invalid_action_rate", False, ("invalid_actions", "steps"), _ratio, description="commands not admissible"),
+            Metric("invalid_action_rate", False, ("invalid_actions", "steps"), ratio_of_sums, description="commands not admissible"),
         ]
         if self.config.trials > 1:
             metrics += [Metric("first_trial_normalized_score", True, ("first_normalized_score",), mean),
@@ -281,11 +281,6 @@ class TextWorld(Task):
             "seeds": f"{SEED_BASE[c.split]} + set offset + 1000 * level + index",
             "invalid": f"not among the admissible commands (answers matched to one at difflib ratio >= {MATCH_RATIO})",
         }
-
-
-def _ratio(numerator, denominator) -> float:
-    total = float(denominator.sum())
-    return float(numerator.sum()) / total if total else float("nan")
 
 
 class Episode:
