@@ -203,9 +203,21 @@ def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[st
                 raise RuntimeError(f"task '{task.name}' returned records for the wrong documents")
             run_dir.append(records)
             done.update(expected)
-            session.update(n_done=len(done), cost=method.cost.as_dict(), finished_at=now())
+            session.update(n_done=len(done), cost=method.cost.as_dict(), finished_at=now(), **peak_memory(prepared.device))
             run_dir.write_state(state)
             bar.update(len(chunk))
+
+
+def peak_memory(device: str) -> dict[str, float]:
+    """High-water marks so far: the process's resident memory, and the accelerator's allocations."""
+    import resource
+
+    import torch
+
+    peaks = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
+    if device.startswith("cuda") and torch.cuda.is_available():
+        peaks["peak_accelerator_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peaks
 
 
 def ordered_samples(run_dir: RunDir) -> list[dict[str, Any]]:
@@ -249,6 +261,9 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
             "wall_time_s": wall,
             "samples_per_s": len(records) / wall if wall else None,
             "model_load_s": sum(s.get("model_load_s", 0.0) for s in sessions),
+            "tokens_per_s": total_cost.get("tokens_processed", 0) / wall if wall else None,
+            "peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in sessions), default=None),
+            "peak_accelerator_mb": max((s.get("peak_accelerator_mb", 0.0) for s in sessions), default=None) or None,
             "sessions": len(sessions),
             "resumed": len(sessions) > 1,
         },
