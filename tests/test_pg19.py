@@ -63,3 +63,24 @@ def test_pg19_run_records_perplexities_memory_and_speed(tmp_path):
     assert {"word_perplexity", "token_perplexity", "bits_per_byte"} <= set(results["metrics"])
     assert results["timing"]["peak_rss_mb"] > 100 and results["timing"]["tokens_per_s"] > 0
     assert results["method_settings"] == {"window": 64, "stride": 32}
+
+
+def test_pubmedqa_long_groups_contexts_and_scores_with_stream_only(mirror, tmp_path):
+    from harness.runner import make_task
+
+    task = make_task("pubmedqa-long", {"contexts": 3})
+    docs = task.load_docs(DataStore(mirror))
+    assert len(docs) == 500 // 3 and len(docs[0].data["items"]) == 3
+    first = docs[0].data
+    assert all(item["contexts"][0] in first["context"] for item in first["items"]) and first["items"][0]["long_answer"]
+    requests = task.requests(docs[0], None)
+    assert len(requests) == 12 and [r.text for r in requests[:3]] == [" yes", " no", " maybe"]
+    assert requests[0].context.startswith(first["context"]) and requests[3].context.endswith("Long answer:")
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "pubmedqa-long", "--task-arg", "contexts=2", "--method", "sliding-window", "--method-arg", "window=128",
+               "--model", "tiny-random-llama", "--limit", "2", "--quiet", "--output-dir", runs) == 0
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    results = json.loads((run / "results.json").read_text())
+    assert {"acc", "long_answer_word_perplexity", "long_answer_token_perplexity"} <= set(results["metrics"])
+    sample = json.loads((run / "samples.jsonl").read_text().splitlines()[0])
+    assert sample["n_items"] == 2 and len(sample["items"]) == 2
