@@ -27,7 +27,7 @@ def add_parsers(sub: Any) -> None:
     attack.add_argument("--quiet", action="store_true")
 
 
-    train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation)")
+    train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation), hmt, rmt")
     which = train.add_subparsers(dest="trainer", required=True)
     distil = which.add_parser("distilrr", help="distil a teacher's code repairs into a student (LoRA)")
     distil.add_argument("--teacher", required=True, help="zoo model that writes rationales and fixes")
@@ -46,12 +46,35 @@ def add_parsers(sub: Any) -> None:
     distil.add_argument("--seed", type=int, default=0)
     distil.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     distil.add_argument("--quiet", action="store_true")
+    for kind, what in (("hmt", "HMT memory (sensory + memory embedding + search)"), ("rmt", "RMT memory tokens")):
+        memory = which.add_parser(kind, help=f"train {what} around a zoo model on PG-19 train books (two-stage BPTT)")
+        memory.add_argument("--model", default=DEFAULT_MODEL)
+        memory.add_argument("--segment", type=int, default=256, help="segment length L (paper 1024)")
+        if kind == "hmt":
+            memory.add_argument("--sensory", type=int, default=32, help="k: sensory-memory tokens")
+            memory.add_argument("--memories", type=int, default=300, help="N: cached memory embeddings searched")
+            memory.add_argument("--summary", type=int, default=None, help="j: tokens summarised (default L/2)")
+        else:
+            memory.add_argument("--tokens", type=int, default=16, help="memory tokens")
+        memory.add_argument("--stage1-steps", type=int, default=100)
+        memory.add_argument("--stage2-steps", type=int, default=100)
+        memory.add_argument("--unroll", type=int, default=4, help="segments per stage-2 step (stage 1: 2)")
+        memory.add_argument("--learning-rate", type=float, default=1e-4)
+        memory.add_argument("--lora-r", type=int, default=8, help="LoRA rank on the backbone; 0 = train the memory only")
+        memory.add_argument("--full", action="store_true", help="fine-tune the whole backbone")
+        memory.add_argument("--seed", type=int, default=0)
+        memory.add_argument("--save-every", type=int, default=20)
+        memory.add_argument("--data-dir", default=None)
+        memory.add_argument("--quiet", action="store_true")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness import models
     from harness.data import DataStore
     from training.distilrr import DistillSpec, train_distilrr
+
+    if args.trainer in ("hmt", "rmt"):
+        return _train_memory(args)
 
     for role in ("teacher", "student"):
         if getattr(args, role) not in models.zoo():
@@ -63,6 +86,23 @@ def cmd_train(args: argparse.Namespace) -> int:
                        seed=args.seed)
     name = train_distilrr(spec, DataStore(args.data_dir), show_progress=not args.quiet)
     print(f"zoo model: {name}  (use --method distilrr --method-arg checkpoint={name} --model {args.student})")
+    return 0
+
+
+def _train_memory(args: argparse.Namespace) -> int:
+    from harness import models
+    from harness.data import DataStore
+    from training.memory import MemoryTrainSpec, train_memory
+
+    if args.model not in models.zoo():
+        raise ArgumentError(f"--model must be a zoo model (harness ls models); got '{args.model}'")
+    extra = ({"sensory": args.sensory, "memories": args.memories, "summary": args.summary} if args.trainer == "hmt"
+             else {"tokens": args.tokens})
+    spec = MemoryTrainSpec(kind=args.trainer, model=args.model, segment=args.segment, stage1_steps=args.stage1_steps,
+                           stage2_steps=args.stage2_steps, unroll=args.unroll, learning_rate=args.learning_rate,
+                           lora_r=args.lora_r, full=args.full, seed=args.seed, save_every=args.save_every, **extra)
+    name = train_memory(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    print(f"zoo model: {name}  (use --model {name} --method {args.trainer} --method-arg segment={args.segment})")
     return 0
 
 
