@@ -60,11 +60,14 @@ def pivot(frame: pd.DataFrame, rows: str, cols: str, with_ci: bool = False) -> p
     if frame.empty:
         return pd.DataFrame()
     keys = row_labels + col_labels
-    clashes = frame.groupby(keys)["run_id"].nunique()
-    if (clashes > 1).any():
-        clash = frame.set_index(keys).loc[clashes[clashes > 1].index[0]]
-        differing = [label for label in ("column", "method", "model", "seed") if label not in keys and clash[label].nunique() > 1]
-        raise ArgumentError(f"several runs fall in one cell (they differ in {', '.join(differing) or 'run'}); "
+    # one row per cell, or the pivot fails: several runs, or one run's several metrics
+    sizes = frame.groupby(keys).size()
+    if (sizes > 1).any():
+        clash = frame.set_index(keys).loc[sizes[sizes > 1].index[0]]
+        differing = [label for label in ("metric", "column", "method", "model", "seed", "variant", "task")
+                     if label not in keys and clash[label].nunique() > 1]
+        what = "several values" if clash["run_id"].nunique() == 1 else "several runs"
+        raise ArgumentError(f"{what} fall in one cell (they differ in {', '.join(differing) or 'run'}); "
                             "add that label to --rows or --cols, or filter with --task/--method/--model")
     cells = frame.copy()
     cells["cell"] = [

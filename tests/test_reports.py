@@ -54,6 +54,9 @@ def test_table_cli_refuses_to_merge_runs_into_one_cell(report_runs, capsys):
     assert cli("table", "--output-dir", report_runs, "--rows", "model,method", "--cols", "metric", "--metric", "acc,macro_f1") == 0
     out = capsys.readouterr().out
     assert "| model" in out and "acc" in out and "macro_f1" in out and out.count("tiny-random-llama") == 2
+    # one run's two metrics in one cell: a clear error, not a pandas traceback
+    assert cli("table", "--output-dir", report_runs, "--rows", "system", "--cols", "task", "--metric", "acc,macro_f1") == 2
+    assert "several values fall in one cell (they differ in metric)" in capsys.readouterr().err
     assert cli("table", "--output-dir", report_runs, "--rows", "bogus") == 2
     assert "table axis must be one of" in capsys.readouterr().err
 
