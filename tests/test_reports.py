@@ -89,11 +89,11 @@ CLAIM = """  - id: short-context-helps
     metric: acc
     baseline: {task: pubmedqa, limit: 20, models: [tiny-random-llama]}
     treatment: {method: base, method_args: {max_length: 64}}
-  - id: needs-hmt
-    text: HMT raises accuracy
+  - id: needs-unbuilt
+    text: a method nobody has built raises accuracy
     metric: acc
     baseline: {task: pubmedqa, limit: 20, models: [tiny-random-llama]}
-    treatment: {method: hmt}
+    treatment: {method: not-built-yet}
 """
 
 
@@ -130,7 +130,8 @@ def test_claim_verdicts_come_from_a_paired_test(report_runs, tmp_path):
     store = RunStore(store_root)
     spec = _spec(tmp_path, CLAIM, zoo_acc=0.5)
     claims = {c["id"]: c for c in papers.regenerate(spec, store)["claims"]}
-    assert claims["needs-hmt"]["verdict"] == "not testable yet" and "unknown method 'hmt'" in claims["needs-hmt"]["reason"]
+    assert claims["needs-unbuilt"]["verdict"] == "not testable yet"
+    assert "unknown method 'not-built-yet'" in claims["needs-unbuilt"]["reason"]
     first = claims["short-context-helps"]
     assert first["per_model"][0]["n"] == 20
     # Make the treatment run right on every sample and the baseline wrong: now it must be supported.
