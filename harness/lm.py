@@ -384,24 +384,28 @@ class CausalLM:
         new = output[:, width:]
         self.cost.forward_passes += max(1, new.shape[1])
         self.cost.tokens_processed += int(mask.sum())
-        eos = set(self._eos_ids())
         results = []
         for row in range(len(prompts)):
-            tokens = new[row].tolist()
-            finish: Literal["stop", "length"] = "length"
-            for position, token in enumerate(tokens):
-                if token in eos:
-                    tokens, finish = tokens[:position], "stop"
-                    break
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            for stop in settings.until:
-                cut = text.find(stop)
-                if cut != -1:
-                    text, finish = text[:cut], "stop"
-            self.cost.tokens_generated += len(tokens)
-            self.cost.tokens_processed += len(tokens)
-            results.append(GenerateResult(text, len(tokens), finish))
+            result = self.answer(new[row].tolist(), settings.until)
+            self.cost.tokens_generated += result.n_tokens
+            self.cost.tokens_processed += result.n_tokens
+            results.append(result)
         return results
+
+    def answer(self, tokens: list[int], until: Sequence[str] = ()) -> GenerateResult:
+        """Generated tokens as an answer: cut at the first EOS, then the text at the first stop string."""
+        eos = set(self._eos_ids())
+        finish: Literal["stop", "length"] = "length"
+        for position, token in enumerate(tokens):
+            if token in eos:
+                tokens, finish = tokens[:position], "stop"
+                break
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for stop in until:
+            cut = text.find(stop)
+            if cut != -1:
+                text, finish = text[:cut], "stop"
+        return GenerateResult(text, len(tokens), finish)
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id

@@ -161,16 +161,10 @@ class SegmentMemoryMethod(Method):
             output = self.wrapper.backbone.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
                                                     device=embeds.device), max_new_tokens=request.max_new_tokens, do_sample=False,
                                                     pad_token_id=self.lm.tokenizer.pad_token_id or self.lm.tokenizer.eos_token_id)
-            tokens = output[0].tolist()
-            eos = set(self.lm._eos_ids())
-            cut = next((i for i, t in enumerate(tokens) if t in eos), len(tokens))
-            text = self.lm.tokenizer.decode(tokens[:cut], skip_special_tokens=True)
-            for stop in request.until:
-                if stop in text:
-                    text = text[: text.find(stop)]
-            self.cost.tokens_generated += cut
+            result = self.lm.answer(output[0].tolist(), request.until)
+            self.cost.tokens_generated += result.n_tokens
             self.cost.model_calls += 1
-            results.append(GenerateResult(text, cut, "stop" if cut < len(tokens) or request.until else "length"))
+            results.append(result)
         return results
 
     def describe(self) -> dict[str, Any]:

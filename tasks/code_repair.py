@@ -132,8 +132,7 @@ def repair_messages(language: Language, code: str, error: str) -> tuple[ChatMess
 
 def split_rationale(answer: str) -> str:
     """The explanation part of a repair answer: the text before its first code block."""
-    head = answer.split("```", 1)[0].strip()
-    return head
+    return answer.split("```", 1)[0].strip()
 
 
 def clean_error(execution: Execution) -> str:

@@ -60,6 +60,16 @@ def test_stream_score_matches_the_training_loss(tiny):
     assert -result.logprob / result.n_tokens == pytest.approx(float(loss), rel=1e-4)
 
 
+def test_generation_continues_after_the_memory_of_earlier_segments(tiny):
+    from harness.api import GenerateRequest
+
+    method = _hmt(tiny)
+    (answer,) = method.generate([GenerateRequest("word " * 40, max_new_tokens=6)])
+    assert answer.n_tokens <= 6 and answer.finish_reason in ("stop", "length")
+    (stopped,) = method.generate([GenerateRequest("word " * 40, max_new_tokens=6, until=(answer.text[:1] or "x",))])
+    assert answer.text[:1] == "" or stopped.text == "" and stopped.finish_reason == "stop"
+
+
 def test_untrained_memory_needs_an_explicit_ablation_flag(tiny):
     from methods.hmt import HMT, HMTArgs
 
