@@ -15,6 +15,7 @@ differently for speed:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from harness.models import LoadedModel
 HEAD_CHUNK = 1024  # positions per output-head chunk in rolling scoring
 CPU_TOKEN_BUDGET = 2048  # tokens per batch with --batch-size auto on CPU (bigger batches measured slower)
 CUDA_TOKEN_BUDGET = 65536
+CONTINUATION_CACHE_TOKENS = 16384  # cached context tokens copied per continuation pass
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,17 @@ class CausalLM:
                 results[index] = LoglikelihoodResult(logprob, greedy, len(encoded[index][1]))
 
     def _score_continuations(self, cache, context_mask, rows, encoded, results) -> None:
-        """Score continuation tokens 2..n over the contexts' KV cache (one short pass)."""
+        """Score continuation tokens 2..n over the contexts' KV cache, in passes of at most
+        ``CONTINUATION_CACHE_TOKENS`` cached context tokens: each continuation needs its own copy
+        of its context's cache, and forty choices over a long prompt would otherwise copy it forty
+        times at once (11 GB for ten TextWorld turns)."""
+        per_pass = max(1, CONTINUATION_CACHE_TOKENS // context_mask.shape[1])
+        for start in range(0, len(rows), per_pass):
+            part = rows[start : start + per_pass]
+            selected = cache if len(rows) <= per_pass else copy.deepcopy(cache)
+            self._score_continuation_pass(selected, context_mask, part, encoded, results)
+
+    def _score_continuation_pass(self, cache, context_mask, rows, encoded, results) -> None:
         cache.batch_select_indices(torch.tensor([row for row, _ in rows], device=self.device))
         tails = [encoded[index][1] for _, index in rows]
         width = max(len(t) for t in tails) - 1

@@ -107,9 +107,12 @@ class Claim:
     treatment_args: dict[str, Any]
     metric: str
     source: str = ""
+    # Task settings that differ for the treatment (e.g. more trials for an agent with memory);
+    # the rest of the protocol, the docs and the pairing are the baseline's.
+    treatment_task_args: dict[str, Any] = field(default_factory=dict)
 
     def treatment_cell(self) -> Cell:
-        return Cell(task=self.cell.task, method=self.treatment, task_args=self.cell.task_args,
+        return Cell(task=self.cell.task, method=self.treatment, task_args={**self.cell.task_args, **self.treatment_task_args},
                     method_args=self.treatment_args, models=self.cell.models, limit=self.cell.limit,
                     seed=self.cell.seed, label=self.treatment)
 
@@ -152,7 +155,8 @@ def parse_spec(raw: dict[str, Any], name: str) -> PaperSpec:
         claims = tuple(
             Claim(id=c["id"], text=c["text"], cell=_cell(c["baseline"], f"{name}.yaml claim {c['id']}"),
                   treatment=c["treatment"]["method"], treatment_args=dict(c["treatment"].get("method_args") or {}),
-                  metric=c["metric"], source=c.get("source", ""))
+                  metric=c["metric"], source=c.get("source", ""),
+                  treatment_task_args=dict(c["treatment"].get("task_args") or {}))
             for c in raw.get("claims") or []
         )
         return PaperSpec(paper=raw["paper"], title=raw["title"], citation=raw["citation"], protocol=raw.get("protocol", ""),

@@ -182,3 +182,16 @@ def test_malformed_spec_is_one_line(tmp_path):
     (tmp_path / "worse.yaml").write_text("paper: [unclosed\n")
     with pytest.raises(Exception, match="not valid YAML"):
         papers.load_spec("worse", folder=tmp_path)
+
+
+def test_claim_treatment_may_change_task_settings():
+    """An agent with memory gets more trials than the memoryless baseline it is paired with:
+    the treatment's task settings override the baseline's, the rest stays shared."""
+    spec = papers.load_spec("introspective-tips")
+    claim = next(c for c in spec.claims if c.id == "tips-beat-react")
+    assert claim.cell.task_args == {"games_per_level": 10}
+    treatment = claim.treatment_cell()
+    assert treatment.method == "introspective-tips" and treatment.task_args == {"games_per_level": 10, "trials": 3}
+    assert treatment.full_task_config()["trials"] == 3 and claim.cell.full_task_config()["trials"] == 1
+    table_cell = next(c for c in spec.tables[0].cells if c.label == "Introspective Tips (own)")
+    assert table_cell.full_task_config() == treatment.full_task_config()  # the claim pairs the table's own runs

@@ -47,6 +47,24 @@ def test_loglikelihood_matches_lm_eval(which, batch_size, request):
         assert mine.is_greedy == greedy
 
 
+@pytest.mark.parametrize("which", ["tiny", "tiny_gemma3"])
+def test_continuations_scored_in_bounded_passes_match_one_pass(which, request, monkeypatch):
+    """Many long continuations of one context are scored over copies of its cache in passes
+    (memory stays bounded); the numbers must not depend on how the rows were split."""
+    import harness.lm
+
+    loaded = request.getfixturevalue(which)
+    many = [LoglikelihoodRequest("You are in a kitchen. " * 10, f" take the {thing} from the table")
+            for thing in ("apple", "red onion", "cookbook", "knife", "yellow bell pepper")] + REQUESTS
+    whole = CausalLM(loaded, Cost(), batch_size=8, show_progress=False).loglikelihood(many)
+    monkeypatch.setattr(harness.lm, "CONTINUATION_CACHE_TOKENS", 1)  # one row per pass
+    cost = Cost()
+    split = CausalLM(loaded, cost, batch_size=8, show_progress=False).loglikelihood(many)
+    for a, b in zip(whole, split, strict=True):
+        assert b.logprob == pytest.approx(a.logprob, abs=1e-4) and b.is_greedy == a.is_greedy and b.n_tokens == a.n_tokens
+    assert cost.forward_passes > len({r.context for r in many})  # really split into several passes
+
+
 def test_shared_context_is_run_once(tiny):
     cost = Cost()
     context = "Question: is the sky blue?\nAnswer:"
