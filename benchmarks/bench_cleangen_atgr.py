@@ -7,7 +7,7 @@ ratio isolates the defense's own work (reference passes, rejected tokens, re-fee
 turns of MT-Bench (benign, ``mt_bench/question.jsonl``). Target ≤ 1.3 (the paper's reported
 overhead), goal ≤ 1.15.
 
-    python benchmarks/bench_cleangen_atgr.py [--target NAME] [--reference NAME] [--prompts 10] [--max-new-tokens 64]
+    python benchmarks/bench_cleangen_atgr.py [--target NAME] [--reference NAME] [--prompts 10] [--max-new-tokens 64] [--device cuda]
 
 Default target: the AutoPoison-backdoored SmolLM2 if ``harness attack`` made it (reference:
 the clean SmolLM2, the paper's same-tokenizer setting), else the clean SmolLM2 (reference:
@@ -55,13 +55,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed passes of each decoder")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the reference follows the target)")
     args = parser.parse_args()
     backdoored = f"{models.DEFAULT_MODEL}-autopoison"
     target = args.target or (backdoored if backdoored in models.zoo() else models.DEFAULT_MODEL)
     data = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     rows = [json.loads(line) for line in (data / "mt_bench" / "question.jsonl").read_text().splitlines() if line.strip()]
     requests = [GenerateRequest(r["turns"][0], args.max_new_tokens, chat=True) for r in rows[: args.prompts]]
-    loaded = models.load(models.resolve(target))
+    loaded = models.load(models.resolve(target), args.device)
     method = CleanGenMethod(loaded, CleanGenArgs(reference=args.reference), MethodOptions(batch_size=1, show_progress=False))
     hf_lm = CausalLM(loaded, Cost(), "auto", None, 0, False)
     plain_time = defended_time = hf_time = 0.0

@@ -8,7 +8,8 @@ protocol at several lengths). Base sees the last ``max_length`` tokens of contex
 (SmolLM2: 8192), the sliding window ``--segment`` tokens, RMT/HMT carry memory over all of
 it. PPL is pooled over the books; peak memory is the resident-set growth while scoring (on
 a GPU, the peak allocation), the largest over the books. Writes ``curve.csv`` and
-``curve.png``/``curve.svg`` to ``--out``.
+``curve.png``/``curve.svg`` to ``--out``; a later call with other ``--methods`` adds its
+curves to the same files.
 
     python benchmarks/hmt_length_curve.py --hmt smollm2-135m-instruct-hmt-L256 \
         --rmt smollm2-135m-instruct-rmt-L256 --segment 256 --out /tmp/hmt_curve
@@ -69,8 +70,8 @@ def build(kind: str, args: argparse.Namespace):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=models.DEFAULT_MODEL)
-    parser.add_argument("--hmt", required=True, help="trained HMT zoo model (harness train hmt)")
-    parser.add_argument("--rmt", required=True, help="trained RMT zoo model (harness train rmt)")
+    parser.add_argument("--hmt", default="", help="trained HMT zoo model (harness train hmt)")
+    parser.add_argument("--rmt", default="", help="trained RMT zoo model (harness train rmt)")
     parser.add_argument("--segment", type=int, default=1024)
     parser.add_argument("--lengths", default="1024,2048,4096,8192,16384")
     parser.add_argument("--scored", type=int, default=256, help="tokens scored at the end of each input")
@@ -78,6 +79,9 @@ def main() -> None:
     parser.add_argument("--methods", default="base,sliding-window,rmt,hmt")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    for kind in ("hmt", "rmt"):
+        if kind in args.methods.split(",") and not getattr(args, kind):
+            parser.error(f"--methods has {kind}: name its trained zoo model with --{kind}")
     lengths = sorted(int(x) for x in args.lengths.split(","))
     books = test_books(args.books, max(lengths) * 6)  # ~4-5 characters per token; re-checked below
     args.out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +112,14 @@ def main() -> None:
                   f"{row['tokens_per_s']:7.1f} tok/s", flush=True)
         del method
         gc.collect()
-    with open(args.out / "curve.csv", "w", newline="") as handle:
+    table = args.out / "curve.csv"
+    if table.is_file():  # curves measured by an earlier call (other --methods) stay in the plot
+        measured = {r["method"] for r in rows}
+        with open(table, newline="") as handle:
+            earlier = [{k: v if k == "method" else int(v) if k in ("length", "scored_tokens") else float(v) for k, v in r.items()}
+                       for r in csv.DictReader(handle)]
+        rows = [r for r in earlier if r["method"] not in measured] + rows
+    with open(table, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
