@@ -1,10 +1,11 @@
 """Perplexity and peak memory against input length for the base model (truncated to its
 context), the sliding window, RMT and HMT (HMT, He et al.; PAPERS.md §1, issue 7's plot).
 
-For each input length, from each of the first ``--books`` PG-19 test books long enough
-(Gutenberg boilerplate removed): the book's first ``length`` tokens; only the last
-``--scored`` tokens are scored, the rest is context the method may use (the official HMT
-protocol at several lengths). Base sees the last ``max_length`` tokens of context it fits
+From each of the first ``--books`` PG-19 test books long enough (Gutenberg boilerplate
+removed), the same ``--scored`` tokens are scored at every input length: those ending at the
+longest length. At input length ``length`` the ``length - scored`` tokens before them are
+context the method may use (the official HMT protocol at several lengths), so the curve shows
+what more context buys, not how hard different passages are. Base sees the last ``max_length`` tokens of context it fits
 (SmolLM2: 8192), the sliding window ``--segment`` tokens, RMT/HMT carry memory over all of
 it. PPL is pooled over the books; peak memory is the resident-set growth while scoring (on
 a GPU, the peak allocation), the largest over the books. Writes ``curve.csv`` and
@@ -97,19 +98,22 @@ def main() -> None:
             for name, book_ids in ids.items():
                 if len(book_ids) < length:
                     sys.exit(f"{name} has only {len(book_ids)} tokens; use shorter --lengths")
-                request = StreamRequest(tokenizer.decode(book_ids[length - args.scored : length]),
-                                        tokenizer.decode(book_ids[: length - args.scored]))
+                end = max(lengths)
+                request = StreamRequest(tokenizer.decode(book_ids[end - args.scored : end]),
+                                        tokenizer.decode(book_ids[end - length : end - args.scored]))
                 with PeakSampler() as sampler:
                     began = time.perf_counter()
                     (result,) = method.score_stream([request])
                     seconds += time.perf_counter() - began
                 peak = max(peak, sampler.growth_mb)
                 logprob, n_tokens = logprob + result.logprob, n_tokens + result.n_tokens
+            # Input tokens per second: a sliding window or a truncating base ignores most of a long
+            # input, so theirs grows with length; HMT and RMT read all of it.
             row = {"method": label, "length": length, "token_perplexity": math.exp(-logprob / n_tokens),
-                   "scored_tokens": n_tokens, "peak_mb": peak, "tokens_per_s": length * len(ids) / seconds}
+                   "scored_tokens": n_tokens, "peak_mb": peak, "input_tokens_per_s": length * len(ids) / seconds}
             rows.append(row)
             print(f"{label:32} {length:>6}: ppl {row['token_perplexity']:8.2f}  peak +{peak:8.1f} MB  "
-                  f"{row['tokens_per_s']:7.1f} tok/s", flush=True)
+                  f"{row['input_tokens_per_s']:7.1f} input tok/s", flush=True)
         del method
         gc.collect()
     table = args.out / "curve.csv"
