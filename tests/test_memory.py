@@ -44,6 +44,10 @@ def test_hmt_cache_is_bounded_and_segments_are_counted(tiny):
         for _ in range(6):
             logits, state = wrapper.forward_segment(ids, state)
     assert len(state["cache"]) == 3 and state["sensory"].shape == (1, 4, wrapper.hidden) and logits.shape[1] == 16
+    # Memory stays flat with input length only if the cache holds the memories themselves, not
+    # views that keep each segment's whole hidden tensor alive.
+    for kept in (*state["cache"], state["sensory"]):
+        assert kept.untyped_storage().nbytes() == kept.numel() * kept.element_size()
     (result,) = method.score_stream([StreamRequest("word " * 40)])
     assert result.n_windows == -(-result.n_tokens // 16) >= 2  # one backbone pass per segment
     described = method.describe()
