@@ -67,10 +67,22 @@ class PeakSampler:
             self.growth_mb = torch.cuda.max_memory_allocated() / 2**20
 
 
-def text_of_tokens(lm, tokens: int) -> str:
+def pg19_test_books(count: int, min_chars: int = 1) -> list[tuple[str, str]]:
+    """The first ``count`` PG-19 test books of at least ``min_chars`` characters (boilerplate
+    removed), as (mirror path, text); the text is cut at ``min_chars`` when that is given."""
     data = DataStore(None)
-    books = sorted(r for r in data.manifest if r.startswith("pg19/test/"))
-    book = strip_gutenberg(data.file(books[0], "pg19").read_text(encoding="utf-8", errors="replace"))
+    out = []
+    for relative in sorted(r for r in data.manifest if r.startswith("pg19/test/")):
+        book = strip_gutenberg(data.file(relative, "pg19").read_text(encoding="utf-8", errors="replace"))
+        if book is not None and len(book) >= min_chars:
+            out.append((relative, book[:min_chars] if min_chars > 1 else book))
+        if len(out) == count:
+            break
+    return out
+
+
+def text_of_tokens(lm, tokens: int) -> str:
+    book = pg19_test_books(1)[0][1]
     ids = lm.encode(book, add_special_tokens=False)
     ids = (ids * (tokens // len(ids) + 1))[:tokens]
     return lm.tokenizer.decode(ids)

@@ -29,29 +29,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_hmt import PeakSampler  # noqa: E402
+from bench_hmt import PeakSampler, pg19_test_books  # noqa: E402
 
 from harness import models  # noqa: E402
 from harness.api import StreamRequest  # noqa: E402
-from harness.data import DataStore  # noqa: E402
 from harness.method import MethodOptions  # noqa: E402
 from methods.base import BaseArgs, BaseMethod  # noqa: E402
 from methods.hmt import HMT, HMTArgs  # noqa: E402
 from methods.rmt import RMT, RMTArgs  # noqa: E402
 from methods.sliding_window import SlidingWindow, SlidingWindowArgs  # noqa: E402
-from tasks.pg19 import strip_gutenberg  # noqa: E402
-
-
-def test_books(count: int, min_chars: int) -> list[tuple[str, str]]:
-    data = DataStore(None)
-    out = []
-    for relative in sorted(r for r in data.manifest if r.startswith("pg19/test/")):
-        book = strip_gutenberg(data.file(relative, "pg19").read_text(encoding="utf-8", errors="replace"))
-        if book is not None and len(book) >= min_chars:
-            out.append((relative, book))
-        if len(out) == count:
-            break
-    return out
 
 
 def build(kind: str, args: argparse.Namespace):
@@ -84,21 +70,22 @@ def main() -> None:
         if kind in args.methods.split(",") and not getattr(args, kind):
             parser.error(f"--methods has {kind}: name its trained zoo model with --{kind}")
     lengths = sorted(int(x) for x in args.lengths.split(","))
-    books = test_books(args.books, max(lengths) * 6)  # ~4-5 characters per token; re-checked below
+    end = max(lengths)  # every length scores the tokens just before this one
+    books = pg19_test_books(args.books, end * 6)  # ~4-5 characters per token; re-checked below
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for kind in args.methods.split(","):
         label, method = build(kind, args)
         tokenizer = method.loaded.tokenizer
         ids = {name: tokenizer.encode(book, add_special_tokens=False) for name, book in books}
+        short = {name: len(book_ids) for name, book_ids in ids.items() if len(book_ids) < end}
+        if short:
+            sys.exit(f"too few tokens for --lengths up to {end}: {short}")
         # A first call allocates the framework's pools; unmeasured, so every length is measured warm.
         method.score_stream([StreamRequest(tokenizer.decode(next(iter(ids.values()))[: 2 * args.segment]))])
         for length in lengths:
             logprob, n_tokens, peak, seconds = 0.0, 0, 0.0, 0.0
-            for name, book_ids in ids.items():
-                if len(book_ids) < length:
-                    sys.exit(f"{name} has only {len(book_ids)} tokens; use shorter --lengths")
-                end = max(lengths)
+            for book_ids in ids.values():
                 request = StreamRequest(tokenizer.decode(book_ids[end - args.scored : end]),
                                         tokenizer.decode(book_ids[end - length : end - args.scored]))
                 with PeakSampler() as sampler:

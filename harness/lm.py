@@ -230,9 +230,9 @@ class CausalLM:
         times at once (11 GB for ten TextWorld turns)."""
         per_pass = max(1, CONTINUATION_CACHE_TOKENS // context_mask.shape[1])
         for start in range(0, len(rows), per_pass):
-            part = rows[start : start + per_pass]
-            selected = cache if len(rows) <= per_pass else copy.deepcopy(cache)
-            self._score_continuation_pass(selected, context_mask, part, encoded, results)
+            last = start + per_pass >= len(rows)  # the last pass may consume the cache itself
+            self._score_continuation_pass(cache if last else copy.deepcopy(cache), context_mask,
+                                          rows[start : start + per_pass], encoded, results)
 
     def _score_continuation_pass(self, cache, context_mask, rows, encoded, results) -> None:
         cache.batch_select_indices(torch.tensor([row for row, _ in rows], device=self.device))
