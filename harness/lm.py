@@ -100,6 +100,11 @@ class CausalLM:
         self.show_progress = show_progress
         self.token_budget = CUDA_TOKEN_BUDGET if self.device.type == "cuda" else CPU_TOKEN_BUDGET
         self._bos_text = self.tokenizer.decode([self.prefix_token_id]) if self.prefix_token_id is not None else None
+        config = self.model.config
+        # Packed continuations need a custom 4D attention mask, which sdpa and eager attention
+        # take as given; a sliding-window layer would ignore its window under it.
+        self.pack_continuations = getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+        self.sliding_window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
 
     # tokenization ----------------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
@@ -185,15 +190,83 @@ class CausalLM:
             # Truncate from the left like lm-eval (context + continuation[:-1] must fit).
             keep = self.max_length + 1 - longest
             group_list.append((list(context[-keep:]), members))
-        group_list.sort(key=lambda g: (-len(g[0]), g[0]))
+        # A packed group is its context followed by every continuation but its last token.
+        width = (lambda g: len(g[0]) + sum(len(encoded[i][1]) - 1 for i in g[1])) if self.pack_continuations else (lambda g: len(g[0]))
+        group_list.sort(key=lambda g: (-width(g), g[0]))
+        widths = [width(g) for g in group_list]
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
         with self._progress(len(requests), "loglikelihood") as bar:
-            for batch in self._batches([len(g[0]) for g in group_list]):
+            for batch in self._batches(widths):
                 chosen = [group_list[i] for i in batch]
-                self._score_groups(chosen, encoded, results)
+                if self._can_pack(chosen, encoded):
+                    self._score_packed(chosen, encoded, results)
+                else:
+                    self._score_groups(chosen, encoded, results)
                 bar.update(sum(len(members) for _, members in chosen))
         self.cost.model_calls += len(requests)
         return results  # type: ignore[return-value]
+
+    def _can_pack(self, groups, encoded) -> bool:
+        if not self.pack_continuations:
+            return False
+        deepest = max(len(context) + len(encoded[i][1]) for context, members in groups for i in members)
+        return not self.sliding_window or deepest <= self.sliding_window
+
+    def _score_packed(self, groups, encoded, results) -> None:
+        """One forward pass per batch, whatever the number of continuations: each row is a
+        context followed by all its continuations (each without its last token), and a tree
+        mask lets every continuation see the context and its own earlier tokens only, at the
+        positions it would have right after the context. No cache is copied: copying it per
+        continuation was most of the time spent scoring a text-game turn's admissible commands."""
+        width = max(len(context) + sum(len(encoded[i][1]) - 1 for i in members) for context, members in groups)
+        input_ids = torch.full((len(groups), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        positions = torch.zeros((len(groups), width), dtype=torch.long)
+        allowed = torch.zeros((len(groups), 1, width, width), dtype=torch.bool)
+        scored: list[list[tuple[int, list[int]]]] = []  # per row: (request index, query positions)
+        real_tokens = 0
+        for row, (context, members) in enumerate(groups):
+            c = len(context)
+            input_ids[row, :c] = torch.tensor(context)
+            positions[row, :c] = torch.arange(c)
+            allowed[row, 0, :c, :c] = torch.ones(c, c, dtype=torch.bool).tril()
+            start, queries = c, []
+            for index in members:
+                tail = encoded[index][1][:-1]
+                end = start + len(tail)
+                if tail:
+                    input_ids[row, start:end] = torch.tensor(tail)
+                    positions[row, start:end] = torch.arange(c, c + len(tail))
+                    allowed[row, 0, start:end, :c] = True
+                    allowed[row, 0, start:end, start:end] = torch.ones(len(tail), len(tail), dtype=torch.bool).tril()
+                queries.append((index, [c - 1, *range(start, end)]))
+                start = end
+            padding = torch.arange(start, width)
+            allowed[row, 0, padding, padding] = True  # padding attends to itself: no empty softmax row
+            scored.append(queries)
+            real_tokens += start
+        mask = allowed
+        if self.model.config._attn_implementation == "eager":  # eager adds the mask to the scores
+            mask = torch.zeros(allowed.shape, dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
+        hidden = self.model.get_decoder()(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                          position_ids=positions.to(self.device), use_cache=False).last_hidden_state
+        self.cost.forward_passes += 1
+        self.cost.tokens_processed += real_tokens
+        for row, queries in enumerate(scored):
+            flat = [p for _, places in queries for p in places]
+            targets = torch.tensor([t for index, _ in queries for t in encoded[index][1]], device=self.device)
+            logprobs, greedy = [], []
+            for offset in range(0, len(flat), HEAD_CHUNK):
+                chunk = F.log_softmax(self._logits(hidden[row, flat[offset : offset + HEAD_CHUNK]]), dim=-1)
+                part = targets[offset : offset + HEAD_CHUNK]
+                logprobs.append(chunk.gather(-1, part[:, None])[:, 0])
+                greedy.append(chunk.argmax(dim=-1) == part)
+            logprob, hit = torch.cat(logprobs).tolist(), torch.cat(greedy).tolist()
+            at = 0
+            for index, places in queries:
+                n = len(places)
+                results[index] = LoglikelihoodResult(float(sum(logprob[at : at + n])), all(hit[at : at + n]), n)
+                at += n
+                self.cost.tokens_scored += n
 
     def _score_groups(self, groups, encoded, results) -> None:
         input_ids, mask = self._left_pad([context for context, _ in groups])

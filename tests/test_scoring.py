@@ -47,22 +47,76 @@ def test_loglikelihood_matches_lm_eval(which, batch_size, request):
         assert mine.is_greedy == greedy
 
 
+MANY = [LoglikelihoodRequest("You are in a kitchen. " * 10, f" take the {thing} from the table")
+        for thing in ("apple", "red onion", "cookbook", "knife", "yellow bell pepper")] + REQUESTS
+
+
+def _unpacked(loaded, cost, batch_size=8):
+    lm = CausalLM(loaded, cost, batch_size=batch_size, show_progress=False)
+    lm.pack_continuations = False
+    return lm
+
+
 @pytest.mark.parametrize("which", ["tiny", "tiny_gemma3"])
 def test_continuations_scored_in_bounded_passes_match_one_pass(which, request, monkeypatch):
-    """Many long continuations of one context are scored over copies of its cache in passes
-    (memory stays bounded); the numbers must not depend on how the rows were split."""
+    """Without packing, many long continuations of one context are scored over copies of its
+    cache in passes (memory stays bounded); the numbers must not depend on how the rows were split."""
     import harness.lm
 
     loaded = request.getfixturevalue(which)
-    many = [LoglikelihoodRequest("You are in a kitchen. " * 10, f" take the {thing} from the table")
-            for thing in ("apple", "red onion", "cookbook", "knife", "yellow bell pepper")] + REQUESTS
-    whole = CausalLM(loaded, Cost(), batch_size=8, show_progress=False).loglikelihood(many)
+    whole = _unpacked(loaded, Cost()).loglikelihood(MANY)
     monkeypatch.setattr(harness.lm, "CONTINUATION_CACHE_TOKENS", 1)  # one row per pass
     cost = Cost()
-    split = CausalLM(loaded, cost, batch_size=8, show_progress=False).loglikelihood(many)
+    split = _unpacked(loaded, cost).loglikelihood(MANY)
     for a, b in zip(whole, split, strict=True):
         assert b.logprob == pytest.approx(a.logprob, abs=1e-4) and b.is_greedy == a.is_greedy and b.n_tokens == a.n_tokens
-    assert cost.forward_passes > len({r.context for r in many})  # really split into several passes
+    assert cost.forward_passes > len({r.context for r in MANY})  # really split into several passes
+
+
+@pytest.fixture(scope="module")
+def tiny_eager(tiny):
+    """The tiny llama with eager attention, which adds a float mask instead of taking a boolean one."""
+    import copy
+    import dataclasses
+
+    model = copy.deepcopy(tiny.model)
+    model.set_attn_implementation("eager")
+    return dataclasses.replace(tiny, model=model)
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_eager"])
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_packed_continuations_match_cache_copies(which, batch_size, request):
+    """Continuations packed behind their context under a tree mask score exactly as over copies
+    of the context's cache, in one forward pass per batch."""
+    loaded = request.getfixturevalue(which)
+    reference = _unpacked(loaded, Cost(), batch_size).loglikelihood(MANY)
+    cost = Cost()
+    lm = CausalLM(loaded, cost, batch_size=batch_size, show_progress=False)
+    assert lm.pack_continuations
+    packed = lm.loglikelihood(MANY)
+    for a, b in zip(reference, packed, strict=True):
+        assert b.logprob == pytest.approx(a.logprob, abs=1e-4) and b.is_greedy == a.is_greedy and b.n_tokens == a.n_tokens
+    if batch_size == 8:
+        assert cost.forward_passes == 1
+
+
+def test_sliding_window_models_pack_only_within_the_window(tiny_gemma3):
+    """A custom mask would override a sliding-window layer's window (16 tokens here), so only
+    batches that fit inside it are packed; the rest take the cache-copy path, same numbers."""
+    short = [LoglikelihoodRequest("Go", " north"), LoglikelihoodRequest("Go", " south now"), LoglikelihoodRequest("Go", " up")]
+    for requests, passes in ((short, 1), (MANY, None)):
+        cost = Cost()
+        lm = CausalLM(tiny_gemma3, cost, batch_size=8, show_progress=False)
+        assert lm.sliding_window == 16
+        packed = lm.loglikelihood(requests)
+        reference = _unpacked(tiny_gemma3, Cost()).loglikelihood(requests)
+        for a, b in zip(reference, packed, strict=True):
+            assert b.logprob == pytest.approx(a.logprob, abs=1e-4) and b.is_greedy == a.is_greedy
+        if passes:
+            assert cost.forward_passes == passes
+        else:
+            assert cost.forward_passes > 1  # the long contexts were not packed
 
 
 def test_shared_context_is_run_once(tiny):

@@ -64,6 +64,7 @@ def add_parsers(sub: Any) -> None:
         memory.add_argument("--full", action="store_true", help="fine-tune the whole backbone")
         memory.add_argument("--seed", type=int, default=0)
         memory.add_argument("--save-every", type=int, default=20)
+        memory.add_argument("--name", default="", help=f"zoo name of the result (default <model>-{kind}-L<segment>)")
         memory.add_argument("--data-dir", default=None)
         memory.add_argument("--quiet", action="store_true")
 
@@ -100,7 +101,8 @@ def _train_memory(args: argparse.Namespace) -> int:
              else {"tokens": args.tokens})
     spec = MemoryTrainSpec(kind=args.trainer, model=args.model, segment=args.segment, stage1_steps=args.stage1_steps,
                            stage2_steps=args.stage2_steps, unroll=args.unroll, learning_rate=args.learning_rate,
-                           lora_r=args.lora_r, full=args.full, seed=args.seed, save_every=args.save_every, **extra)
+                           lora_r=args.lora_r, full=args.full, seed=args.seed, save_every=args.save_every,
+                           zoo_name=args.name, **extra)
     name = train_memory(spec, DataStore(args.data_dir), show_progress=not args.quiet)
     print(f"zoo model: {name}  (use --model {name} --method {args.trainer} --method-arg segment={args.segment})")
     return 0

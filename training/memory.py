@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -54,6 +55,7 @@ class MemoryTrainSpec:
     full: bool = False
     seed: int = 0
     save_every: int = 20
+    zoo_name: str = ""  # default <model>-<kind>-L<segment>; name another recipe's model so both are kept
 
     def __post_init__(self) -> None:
         if self.kind not in ("hmt", "rmt"):
@@ -62,13 +64,16 @@ class MemoryTrainSpec:
             raise ArgumentError("need segment >= 8, unroll >= 2 and non-negative step counts")
         if self.stage1_steps + self.stage2_steps == 0:
             raise ArgumentError("nothing to train: both stages have 0 steps")
+        if self.zoo_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.zoo_name):
+            raise ArgumentError(f"--name must be letters, digits, '.', '_' or '-'; got '{self.zoo_name}'")
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.kind}-L{self.segment}"
+        return self.zoo_name or f"{self.model}-{self.kind}-L{self.segment}"
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        recipe = {k: v for k, v in asdict(self).items() if k != "zoo_name"}  # the name does not shape the weights
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
     def method_args(self) -> dict:
         if self.kind == "hmt":
