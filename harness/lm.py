@@ -100,6 +100,8 @@ class CausalLM:
         self.show_progress = show_progress
         self.token_budget = CUDA_TOKEN_BUDGET if self.device.type == "cuda" else CPU_TOKEN_BUDGET
         self._bos_text = self.tokenizer.decode([self.prefix_token_id]) if self.prefix_token_id is not None else None
+        self._special_texts = [t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
+                               if t.special and t.content]
         config = self.model.config
         # Packed continuations need a custom 4D attention mask, which sdpa and eager attention
         # take as given; a sliding-window layer would ignore its window under it.
@@ -126,20 +128,69 @@ class CausalLM:
             return self.render_chat([ChatMessage("user", context)])
         return context
 
+    def encode_many(self, texts: Sequence[str], add_special_tokens: bool | None = None) -> list[list[int]]:
+        """``encode`` for many texts in one batched tokenizer call."""
+        flags = [add_special_tokens if add_special_tokens is not None else not (self._bos_text and t.startswith(self._bos_text))
+                 for t in texts]
+        out: list[list[int]] = [[] for _ in texts]
+        for flag in set(flags):
+            chosen = [i for i, f in enumerate(flags) if f == flag]
+            ids = self.tokenizer([texts[i] for i in chosen], add_special_tokens=flag)["input_ids"]
+            for i, tokens in zip(chosen, ids, strict=True):
+                out[i] = list(tokens)
+        return out
+
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """lm-eval's ``_encode_pair`` (trailing context spaces move to the continuation)."""
-        if context == "":
-            continuation_tokens = self.encode(continuation, add_special_tokens=False)
-            if continuation_tokens and continuation_tokens[0] == self.prefix_token_id:
-                return continuation_tokens[:1], continuation_tokens[1:]
-            return [self.prefix_token_id], continuation_tokens
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
-        whole = self.encode(context + continuation)
-        context_tokens = self.encode(context)
-        return context_tokens, whole[len(context_tokens):]
+        return self.encode_pairs([(context, continuation)])[0]
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """``encode_pair`` for many requests, each distinct context tokenized once and everything
+        in batched calls: a text-game turn's forty commands share one long prompt, and encoding
+        it twice per command was most of a turn's time on a GPU."""
+        split = []
+        for context, continuation in pairs:
+            n_spaces = len(context) - len(context.rstrip())
+            split.append((context[:-n_spaces], context[-n_spaces:] + continuation) if n_spaces else (context, continuation))
+        out: list[tuple[list[int], list[int]] | None] = [None] * len(pairs)
+        bare = [i for i, (context, _) in enumerate(split) if context == ""]
+        for i, tokens in zip(bare, self.encode_many([split[i][1] for i in bare], add_special_tokens=False), strict=True):
+            out[i] = (tokens[:1], tokens[1:]) if tokens and tokens[0] == self.prefix_token_id else ([self.prefix_token_id], tokens)
+        groups: dict[str, list[int]] = {}
+        for i, (context, _) in enumerate(split):
+            if context != "":
+                groups.setdefault(context, []).append(i)
+        contexts = list(groups)
+        for context, tokens in zip(contexts, self.encode_many(contexts), strict=True):
+            members = groups[context]
+            tails = self._continuations_after_last_special(context, tokens, [split[i][1] for i in members]) if len(members) > 1 else None
+            if tails is None:
+                wholes = self.encode_many([context + split[i][1] for i in members])
+                tails = [whole[len(tokens):] for whole in wholes]
+            for i, tail in zip(members, tails, strict=True):
+                out[i] = (tokens, tail)
+        return out  # type: ignore[return-value]
+
+    def _continuations_after_last_special(self, context: str, context_tokens: list[int],
+                                          continuations: Sequence[str]) -> list[list[int]] | None:
+        """The continuations' tokens after ``context``, from encoding only the context's text from
+        its last special token on (a fast tokenizer splits its input at added tokens and encodes
+        the pieces independently), checked against the full encoding for the first continuation;
+        None when that check fails or the context holds no special token."""
+        start = max((context.rfind(token) for token in self._special_texts), default=-1)
+        if start <= 0:
+            return None
+        tail = context[start:]
+        tail_tokens = self.encode(tail, add_special_tokens=False)
+        if context_tokens[-len(tail_tokens):] != tail_tokens:
+            return None
+        wholes = self.encode_many([tail + c for c in continuations], add_special_tokens=False)
+        if any(w[: len(tail_tokens)] != tail_tokens for w in wholes):
+            return None
+        out = [w[len(tail_tokens):] for w in wholes]
+        if self.encode(context + continuations[0])[len(context_tokens):] != out[0]:
+            return None
+        return out
 
     # batching --------------------------------------------------------------------------------
     def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
@@ -175,7 +226,7 @@ class CausalLM:
     # loglikelihood ---------------------------------------------------------------------------
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        encoded = [self.encode_pair(self._context_text(r.context, r.chat), r.continuation) for r in requests]
+        encoded = self.encode_pairs([(self._context_text(r.context, r.chat), r.continuation) for r in requests])
         for (_, continuation), request in zip(encoded, requests, strict=True):
             if not continuation:
                 raise ValueError(f"continuation {request.continuation!r} encodes to no tokens")

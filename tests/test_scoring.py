@@ -186,3 +186,32 @@ def test_chat_template_is_applied(tiny):
     assert rendered == "<s>user\nhi</s>\n<s>assistant\n"
     plain, chat = lm.loglikelihood([LoglikelihoodRequest("hi", " there"), LoglikelihoodRequest("hi", " there", chat=True)])
     assert plain.logprob != chat.logprob
+
+
+CONTINUATIONS = [" yes", "open door", "take the red onion from the counter", "  go  north", ".", "café au lait", "\n> look", "a"]
+
+
+def _chat_context(lm):
+    messages = [ChatMessage("system", "You play a game. Goal: cook a meal."), ChatMessage("user", "You are in a kitchen."),
+                ChatMessage("assistant", "look"), ChatMessage("user", "There is a fridge here. Some text ends with space ")]
+    return lm.render_chat(messages)
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_shared_context_pairs_encode_as_lm_eval_does(which, request):
+    """Continuations of a context with special tokens are encoded from its last special token
+    on; the tokens must equal lm-eval's ``_encode_pair`` (whole minus context, both in full)."""
+    loaded = request.getfixturevalue(which)
+    lm = CausalLM(loaded, Cost(), show_progress=False)
+    context = _chat_context(lm)
+    stem = context.rstrip()
+    moved = context[len(stem):]
+    full_context = lm.encode(stem)
+    assert lm._continuations_after_last_special(stem, full_context, [moved + c for c in CONTINUATIONS]) is not None  # the shortcut ran
+    pairs = lm.encode_pairs([(context, c) for c in CONTINUATIONS] + [("plain text, no special token ", c) for c in CONTINUATIONS])
+    for (context_tokens, tail), (ctx, continuation) in zip(pairs, [(context, c) for c in CONTINUATIONS]
+                                                          + [("plain text, no special token ", c) for c in CONTINUATIONS]):
+        c_stem = ctx.rstrip()
+        whole = lm.encode(c_stem + ctx[len(c_stem):] + continuation)
+        assert context_tokens == lm.encode(c_stem)
+        assert tail == whole[len(context_tokens):]
