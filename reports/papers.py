@@ -110,11 +110,22 @@ class Claim:
     # Task settings that differ for the treatment (e.g. more trials for an agent with memory);
     # the rest of the protocol, the docs and the pairing are the baseline's.
     treatment_task_args: dict[str, Any] = field(default_factory=dict)
+    # The treatment's model, one per baseline model, when the method needs its own weights
+    # (a trained HMT model against the untouched backbone); default: the baseline's models.
+    treatment_models: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.treatment_models and len(self.treatment_models) != len(self.cell.models):
+            raise ValueError(f"claim {self.id}: treatment models must pair one-to-one with the baseline's models")
 
     def treatment_cell(self) -> Cell:
         return Cell(task=self.cell.task, method=self.treatment, task_args={**self.cell.task_args, **self.treatment_task_args},
-                    method_args=self.treatment_args, models=self.cell.models, limit=self.cell.limit,
+                    method_args=self.treatment_args, models=self.treatment_models or self.cell.models, limit=self.cell.limit,
                     seed=self.cell.seed, label=self.treatment)
+
+    def model_pairs(self) -> list[tuple[str, str]]:
+        """(baseline model, treatment model) pairs the claim compares."""
+        return list(zip(self.cell.models, self.treatment_cell().models, strict=True))
 
 
 @dataclass(frozen=True)
@@ -156,7 +167,8 @@ def parse_spec(raw: dict[str, Any], name: str) -> PaperSpec:
             Claim(id=c["id"], text=c["text"], cell=_cell(c["baseline"], f"{name}.yaml claim {c['id']}"),
                   treatment=c["treatment"]["method"], treatment_args=dict(c["treatment"].get("method_args") or {}),
                   metric=c["metric"], source=c.get("source", ""),
-                  treatment_task_args=dict(c["treatment"].get("task_args") or {}))
+                  treatment_task_args=dict(c["treatment"].get("task_args") or {}),
+                  treatment_models=tuple(c["treatment"].get("models") or ()))
             for c in raw.get("claims") or []
         )
         return PaperSpec(paper=raw["paper"], title=raw["title"], citation=raw["citation"], protocol=raw.get("protocol", ""),
@@ -204,8 +216,8 @@ def check_claim(claim: Claim, entries: Sequence[RunEntry], store: RunStore) -> C
         if why is not None:
             return ClaimResult(claim, "not testable yet", (), why)
     results = []
-    for model in claim.cell.models:
-        baseline, treatment = claim.cell.find(entries, model), claim.treatment_cell().find(entries, model)
+    for model, treatment_model in claim.model_pairs():
+        baseline, treatment = claim.cell.find(entries, model), claim.treatment_cell().find(entries, treatment_model)
         if baseline is None or treatment is None:
             continue
         comparisons, _ = compare(store, baseline.run_id, treatment.run_id)
@@ -215,7 +227,8 @@ def check_claim(claim: Claim, entries: Sequence[RunEntry], store: RunStore) -> C
         significant = found.p_value is not None and found.p_value < 1 - CONFIDENCE
         better = (found.delta > 0) == found.higher_is_better and found.delta != 0
         results.append({
-            "model": model, "baseline_run": baseline.run_id, "treatment_run": treatment.run_id, "n": found.n_shared,
+            "model": model, "treatment_model": treatment_model, "baseline_run": baseline.run_id,
+            "treatment_run": treatment.run_id, "n": found.n_shared,
             "baseline": found.value_a, "treatment": found.value_b, "delta": found.delta,
             "delta_ci": [found.delta_ci_low, found.delta_ci_high], "p_value": found.p_value,
             "verdict": "supported" if significant and better else "not supported",
@@ -314,7 +327,8 @@ def _grid(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _claim_line(c: dict[str, Any]) -> str:
     details = "; ".join(
-        f"{r['model']}: Δ {r['delta']:+.4g} [{format_value(r['delta_ci'][0])}, {format_value(r['delta_ci'][1])}], p={r['p_value']:.3g}, n={r['n']} → {r['verdict']}"
+        (f"{r['treatment_model']} vs {r['model']}" if r.get("treatment_model", r["model"]) != r["model"] else r["model"])
+        + f": Δ {r['delta']:+.4g} [{format_value(r['delta_ci'][0])}, {format_value(r['delta_ci'][1])}], p={r['p_value']:.3g}, n={r['n']} → {r['verdict']}"
         for r in c["per_model"]
     )
     return f"**{c['verdict']}** — {c['text']} ({c['treatment']} vs {c['baseline']} on {c['task']}, {c['metric']})" + (

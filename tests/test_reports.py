@@ -195,3 +195,33 @@ def test_claim_treatment_may_change_task_settings():
     assert treatment.full_task_config()["trials"] == 3 and claim.cell.full_task_config()["trials"] == 1
     table_cell = next(c for c in spec.tables[0].cells if c.label == "Introspective Tips (own)")
     assert table_cell.full_task_config() == treatment.full_task_config()  # the claim pairs the table's own runs
+
+
+def test_claim_may_pair_the_baseline_with_the_treatments_own_model(report_runs, tmp_path):
+    """A trained memory model is its own zoo model: the claim compares its run with the
+    baseline model's run, sample by sample (here: the tiny model vs a copy of it on disk)."""
+    from harness import models
+
+    store_root = tmp_path / "runs"
+    shutil.copytree(report_runs, store_root)
+    copy = tmp_path / "tiny-copy"
+    shutil.copytree(models.resolve("tiny-random-llama").path, copy)
+    assert cli("run", "--task", "pubmedqa", "--limit", "20", "--model", copy, "--method-arg", "max_length=64",
+               "--quiet", "--output-dir", store_root) == 0
+    claim = f"""  - id: own-model
+    text: the copy with a short context differs
+    metric: acc
+    baseline: {{task: pubmedqa, limit: 20, models: [tiny-random-llama]}}
+    treatment: {{method: base, method_args: {{max_length: 64}}, models: ["{copy}"]}}
+"""
+    spec = _spec(tmp_path, claim, zoo_acc=0.5)
+    assert spec.claims[0].model_pairs() == [("tiny-random-llama", str(copy))]
+    result = papers.regenerate(spec, RunStore(store_root))["claims"][0]
+    assert result["verdict"] != "not testable yet"
+    (found,) = result["per_model"]
+    entries = {e.run_id: e for e in load_entries(RunStore(store_root))}
+    assert entries[found["treatment_run"]].model == str(copy) and entries[found["baseline_run"]].model == "tiny-random-llama"
+    assert f"{copy} vs tiny-random-llama" in papers.to_markdown(papers.regenerate(spec, RunStore(store_root)))
+    bad = claim.replace(f'models: ["{copy}"]', f'models: ["{copy}", "{copy}"]')
+    with pytest.raises(Exception, match="pair one-to-one"):
+        _spec(tmp_path, bad, zoo_acc=0.5)
