@@ -117,6 +117,26 @@ def test_trials_carry_the_methods_reflection_into_the_next_prompt(games):
     assert "first_trial_win_rate" in {m.name for m in task.metrics()}
 
 
+def test_each_trial_restarts_the_same_loaded_game(games, monkeypatch):
+    """Games are loaded once per run and reset per trial: the second trial replays from the start."""
+    import textworld
+
+    from harness.runner import make_task
+
+    _, docs, _ = games
+    task = make_task("textworld", {"levels": "1,8", "games_per_level": 1, "max_steps": 40, "trials": 2})
+    plans = {d.id: _walkthrough(d.data["path"]) for d in docs}
+    starts = []
+    real_start = textworld.start
+    monkeypatch.setattr(textworld, "start", lambda *a, **k: starts.append(a[0]) or real_start(*a, **k))
+    records = task.evaluate(docs, Scripted(plans), EvalSettings(True, 0))
+    assert len(starts) == len(docs)
+    for record in records:
+        first, second = record["trials"]
+        assert first["won"] and second["won"] and first["steps"] == second["steps"]
+        assert [s["observation"] for s in first["log"]] == [s["observation"] for s in second["log"]]
+
+
 def test_react_windows_history_and_picks_the_best_scored_command(tiny):
     from harness.method import MethodOptions
     from methods.react import React, ReactArgs
