@@ -115,3 +115,17 @@ def test_training_makes_a_zoo_model_and_resumes_bit_exactly(mirror, tmp_path, mo
     assert json.loads((run / "results.json").read_text())["method_settings"]["checkpoint"] == name
     assert cli("run", "--task", "pg19", "--model", name, "--method", "hmt", "--method-arg", "segment=32",
                "--task-arg", "max_tokens=60", "--limit", "1", "--quiet", "--output-dir", runs) == 2  # trained at another L
+
+
+def test_a_named_recipe_keeps_its_own_zoo_name_and_the_default_digest():
+    """--name gives a second recipe its own zoo model; the name is not part of the recipe, so
+    models trained before names existed still match their recipe."""
+    from harness.errors import ArgumentError
+    from training.memory import MemoryTrainSpec
+
+    default = MemoryTrainSpec(kind="hmt")
+    named = MemoryTrainSpec(kind="hmt", zoo_name="smollm2-hmt-full")
+    assert default.name == "smollm2-135m-instruct-hmt-L256" and named.name == "smollm2-hmt-full"
+    assert named.digest() == default.digest() != MemoryTrainSpec(kind="hmt", full=True).digest()
+    with pytest.raises(ArgumentError, match="--name must be"):
+        MemoryTrainSpec(kind="hmt", zoo_name="../escape")
