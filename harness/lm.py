@@ -140,14 +140,11 @@ class CausalLM:
                 out[i] = list(tokens)
         return out
 
-    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """lm-eval's ``_encode_pair`` (trailing context spaces move to the continuation)."""
-        return self.encode_pairs([(context, continuation)])[0]
-
     def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """``encode_pair`` for many requests, each distinct context tokenized once and everything
-        in batched calls: a text-game turn's forty commands share one long prompt, and encoding
-        it twice per command was most of a turn's time on a GPU."""
+        """lm-eval's ``_encode_pair`` (trailing context spaces move to the continuation) for many
+        requests: each distinct context tokenized once, everything in batched calls. A text-game
+        turn's forty commands share one long prompt, and encoding it twice per command was most
+        of a turn's time on a GPU."""
         split = []
         for context, continuation in pairs:
             n_spaces = len(context) - len(context.rstrip())
@@ -241,8 +238,7 @@ class CausalLM:
             # Truncate from the left like lm-eval (context + continuation[:-1] must fit).
             keep = self.max_length + 1 - longest
             group_list.append((list(context[-keep:]), members))
-        # A packed group is its context followed by every continuation but its last token.
-        width = (lambda g: len(g[0]) + sum(len(encoded[i][1]) - 1 for i in g[1])) if self.pack_continuations else (lambda g: len(g[0]))
+        width = (lambda g: self._packed_width(g, encoded)) if self.pack_continuations else (lambda g: len(g[0]))
         group_list.sort(key=lambda g: (-width(g), g[0]))
         widths = [width(g) for g in group_list]
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
@@ -257,6 +253,12 @@ class CausalLM:
         self.cost.model_calls += len(requests)
         return results  # type: ignore[return-value]
 
+    @staticmethod
+    def _packed_width(group, encoded) -> int:
+        """A packed row: the context, then every continuation but its last token."""
+        context, members = group
+        return len(context) + sum(len(encoded[i][1]) - 1 for i in members)
+
     def _can_pack(self, groups, encoded) -> bool:
         if not self.pack_continuations:
             return False
@@ -269,7 +271,7 @@ class CausalLM:
         mask lets every continuation see the context and its own earlier tokens only, at the
         positions it would have right after the context. No cache is copied: copying it per
         continuation was most of the time spent scoring a text-game turn's admissible commands."""
-        width = max(len(context) + sum(len(encoded[i][1]) - 1 for i in members) for context, members in groups)
+        width = max(self._packed_width(group, encoded) for group in groups)
         input_ids = torch.full((len(groups), width), self.tokenizer.pad_token_id, dtype=torch.long)
         positions = torch.zeros((len(groups), width), dtype=torch.long)
         allowed = torch.zeros((len(groups), 1, width, width), dtype=torch.bool)
@@ -305,13 +307,9 @@ class CausalLM:
         for row, queries in enumerate(scored):
             flat = [p for _, places in queries for p in places]
             targets = torch.tensor([t for index, _ in queries for t in encoded[index][1]], device=self.device)
-            logprobs, greedy = [], []
-            for offset in range(0, len(flat), HEAD_CHUNK):
-                chunk = F.log_softmax(self._logits(hidden[row, flat[offset : offset + HEAD_CHUNK]]), dim=-1)
-                part = targets[offset : offset + HEAD_CHUNK]
-                logprobs.append(chunk.gather(-1, part[:, None])[:, 0])
-                greedy.append(chunk.argmax(dim=-1) == part)
-            logprob, hit = torch.cat(logprobs).tolist(), torch.cat(greedy).tolist()
+            chunks = list(self._target_logprobs(hidden[row, flat], targets, greedy=True))
+            logprob = torch.cat([lp for lp, _ in chunks]).tolist()
+            hit = torch.cat([g for _, g in chunks]).tolist()
             at = 0
             for index, places in queries:
                 n = len(places)
@@ -456,14 +454,19 @@ class CausalLM:
         for row, w in enumerate(windows):
             n, length = len(w.targets), len(w.tokens)
             targets = torch.tensor(w.targets, device=self.device)
-            total = 0.0
-            for offset in range(0, n, HEAD_CHUNK):
-                span = slice(length - n + offset, length - n + min(offset + HEAD_CHUNK, n))
-                logprobs = F.log_softmax(self._logits(hidden[row, span]), dim=-1)
-                total += float(logprobs.gather(-1, targets[offset : offset + HEAD_CHUNK].unsqueeze(-1)).sum())
-            totals.append(total)
+            totals.append(sum(float(lp.sum()) for lp, _ in self._target_logprobs(hidden[row, length - n : length], targets)))
             self.cost.tokens_scored += n
         return totals
+
+    def _target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False):
+        """Per chunk of ``HEAD_CHUNK`` positions: log p(target) at each position of ``hidden``
+        (positions, d) and, with ``greedy``, whether the target is the argmax (else None).
+        The head runs a chunk at a time because a vocabulary-wide row per position is the
+        largest allocation of a long window."""
+        for offset in range(0, len(targets), HEAD_CHUNK):
+            logprobs = F.log_softmax(self._logits(hidden[offset : offset + HEAD_CHUNK]), dim=-1)
+            part = targets[offset : offset + HEAD_CHUNK]
+            yield logprobs.gather(-1, part[:, None])[:, 0], (logprobs.argmax(dim=-1) == part) if greedy else None
 
     # generation ------------------------------------------------------------------------------
     def _prompt_tokens(self, request: GenerateRequest) -> list[int]:
