@@ -97,6 +97,11 @@ class Method:
     def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
         raise NotImplementedError(f"method '{self.name}' does not provide act")
 
+    def replay(self, requests: Sequence[ActRequest], answers: Sequence[GenerateResult]) -> None:
+        """Earlier answers of this method to these requests, read back from a resumed chunk's
+        journal instead of asked again: a method that keeps memory between turns (tips,
+        reflections) takes it back here. Nothing to do for a method without such memory."""
+
     def describe(self) -> dict[str, Any]:
         """Settings resolved at load time (e.g. the context length used), for results.json."""
         return {}

@@ -187,7 +187,7 @@ def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[st
     state["sessions"].append(session)
     run_dir.write_state(state)
     store.index(run_dir)
-    settings = EvalSettings(chat=prepared.spec.chat_template, seed=request.seed)
+    settings = EvalSettings(prepared.spec.chat_template, request.seed, run_dir.journal, request.show_progress)
     label = f"{task.name} × {prepared.method_cls.name} × {loaded.identity.name}"
     docs = prepared.docs
     with tqdm(total=len(docs), initial=len(done), desc=label, unit="doc", disable=not request.show_progress) as bar:
@@ -202,6 +202,7 @@ def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[st
             if [r.get("doc_id") for r in records] != expected:
                 raise RuntimeError(f"task '{task.name}' returned records for the wrong documents")
             run_dir.append(records)
+            settings.journal.clear()
             done.update(expected)
             session.update(n_done=len(done), cost=method.cost.as_dict(), finished_at=now(), **peak_memory(prepared.device))
             run_dir.write_state(state)

@@ -39,6 +39,61 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The lines of a JSON-lines file written by ``append_jsonl``; a torn last line (crash
+    mid-write) is dropped and cut off, so the next append starts on a clean line."""
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    records, good_end = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good_end += len(line)
+    if good_end != len(raw):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_end)
+    return records
+
+
+def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Appends the records in one write and fsyncs, so a crash tears at most this write."""
+    payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode()
+    if not payload:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, payload)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """What a task has done so far of the chunk in flight (a game's steps, a trial's
+    reflection): a task that writes one resumes a crashed chunk where it stopped instead of
+    from its start. The runner empties it once the chunk's records are saved. A journal
+    without a path (a task called outside a run) keeps nothing."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def entries(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path) if self.path is not None else []
+
+    def write(self, entries: Iterable[dict[str, Any]]) -> None:
+        if self.path is not None:
+            append_jsonl(self.path, entries)
+
+    def clear(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -80,33 +135,14 @@ class RunDir:
 
     def samples(self) -> list[dict[str, Any]]:
         """Finished records; a torn last line (crash mid-write) is dropped and cut off."""
-        if not self.samples_path.is_file():
-            return []
-        raw = self.samples_path.read_bytes()
-        records, good_end = [], 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good_end += len(line)
-        if good_end != len(raw):
-            with open(self.samples_path, "r+b") as handle:
-                handle.truncate(good_end)
-        return records
+        return read_jsonl(self.samples_path)
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode()
-        if not payload:
-            return
-        fd = os.open(self.samples_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, payload)  # one write per chunk: a crash tears at most this chunk
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.samples_path, records)  # one write per chunk: a crash tears at most this chunk
+
+    @property
+    def journal(self) -> Journal:
+        return Journal(self.path / "journal.jsonl")
 
     def results(self) -> dict[str, Any] | None:
         if not self.results_path.is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -13,6 +13,7 @@ from harness.api import Capability, Doc, Metric, Request, Result, dispatch
 from harness.config import NoArgs
 from harness.registry import Registry
 from harness.stats import MetricValue, summarize_all
+from harness.store import Journal
 
 if TYPE_CHECKING:
     from harness.data import DataStore
@@ -25,6 +26,8 @@ class EvalSettings:
 
     chat: bool  # render prompts through the model's chat template
     seed: int
+    journal: Journal = field(default_factory=lambda: Journal(None))  # the chunk in flight, for tasks that resume within one
+    show_progress: bool = False  # a task's own long phases (a chunk of games) show a progress bar
 
 
 class Task(ABC):

@@ -32,7 +32,7 @@ from harness.api import ActRequest, GenerateResult
 from harness.errors import ArgumentError
 from harness.method import MethodOptions, register_method
 from harness.models import LoadedModel
-from methods.react import GameAgent, ReactArgs, trajectory_text
+from methods.react import MEMORY_STAGES, GameAgent, ReactArgs, trajectory_text
 
 FROM_TRAJECTORY = ("Here is an attempt at a text game:\n\n{trajectory}\n\nCurrent tips:\n{tips}\n\n"
                    "Rewrite the tips so they would help a player in any game of this kind: at most {n} short, general "
@@ -102,6 +102,11 @@ class IntrospectiveTips(GameAgent):
             self.tips[request.episode] = tips
             answers.append(GenerateResult(tips, 0, "stop", {"memory": tips}))
         return answers
+
+    def replay(self, requests: Sequence[ActRequest], answers: Sequence[GenerateResult]) -> None:
+        for request, answer in zip(requests, answers, strict=True):
+            if request.stage in MEMORY_STAGES and self.args.setting != "generalize":
+                self.tips[request.episode] = answer.info.get("memory", answer.text)
 
     def describe(self) -> dict[str, Any]:
         return {"setting": self.args.setting, "max_tips": self.args.max_tips, "history": self.args.history,

@@ -48,5 +48,11 @@ class Reflexion(GameAgent):
             answers.append(GenerateResult(memory, 0, "stop", {"memory": memory, "new": written.get(request.episode, "")}))
         return answers
 
+    def replay(self, requests: Sequence[ActRequest], answers: Sequence[GenerateResult]) -> None:
+        for request, answer in zip(requests, answers, strict=True):
+            if request.stage == "reflect":
+                notes = self.reflections.setdefault(request.episode, [])
+                notes += [answer.info["new"]] if answer.info.get("new") else []
+
     def describe(self) -> dict[str, Any]:
         return {"history": self.args.history, "choice": self.args.choice, "keep": self.args.keep}

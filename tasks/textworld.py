@@ -24,7 +24,10 @@ memory the task puts in the next trial's system message, logged with the trial.
 Metrics, overall and per level (``metric/level-N``), with CIs: normalised score (score / max
 score) of the last trial, win rate, steps, invalid-action rate; first-trial values too when
 ``trials`` > 1. Every step is logged in the game's record (observation, command, whether it
-was admissible, score, memory in force), so an episode can be replayed and read.
+was admissible, score, memory in force), so an episode can be replayed and read. Each turn's
+answers, and each memory answer, also go to the run's journal as they are given: a chunk of
+games that crashed resumes at the step it reached (the games replay the journaled answers, and
+the method is handed back its memory answers), not from its start.
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from harness.api import ActRequest, Capability, ChatMessage, Doc, Metric
+from harness.api import ActRequest, Capability, ChatMessage, Doc, GenerateResult, Metric
 from harness.data import DataStore
 from harness.errors import DataUnavailableError
 from harness.method import Method
 from harness.stats import MetricValue, mean, ratio_of_sums, summarize_all
+from harness.store import Journal
 from harness.task import EvalSettings, Task, register_task
 
 # GATA's cooking levels (PAPERS.md §12): tw-cooking options per level.
@@ -208,19 +212,28 @@ class TextWorld(Task):
 
     # -- episodes ------------------------------------------------------------------------------
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
+        past = ChunkJournal(settings.journal, [d.id for d in docs])
         trials: list[list[dict[str, Any]]] = [[] for _ in docs]
         memories: list[str] = ["" for _ in docs]
         if self.config.demonstrations:
-            memories = self._demonstrate(docs, method)
+            memories = self._demonstrate(docs, method, past)
         envs = [open_game(doc.data["path"]) for doc in docs]  # reset per trial: loading a game costs 30x a reset
         try:
             for trial in range(self.config.trials):
                 episodes = [Episode(doc, trial, memories[i], self.config, env=envs[i]) for i, doc in enumerate(docs)]
-                self._play(episodes, method)
+                for episode in episodes:  # a resumed chunk: the game replays the answers already given
+                    for answer in past.steps.get((episode.doc.id, trial), []):
+                        if episode.done:
+                            break
+                        episode.step(answer)
+                label = f"play {len(docs)} games" + (f", trial {trial + 1}/{self.config.trials}" if self.config.trials > 1 else "")
+                self._play(episodes, method, past, label, settings.show_progress)
                 for i, episode in enumerate(episodes):
                     trials[i].append(episode.summary())
                 if self.config.trials > 1:  # after the last trial too: what was learned (a tips run's output)
-                    memories = self._reflect(episodes, method)
+                    requests = [ActRequest(e.messages(window=None) + (ChatMessage("user", e.outcome_text()),), 256, (), 0.0,
+                                           1.0, "reflect", episode=e.doc.id) for e in episodes]
+                    memories = self._remember(requests, method, past, trial)
         finally:
             for env in envs:
                 close_game(env)
@@ -229,26 +242,44 @@ class TextWorld(Task):
             record["final_memory"] = memory
         return records
 
-    def _play(self, episodes: list[Episode], method: Method) -> None:
-        """Step every unfinished episode together, so the method answers them as one batch."""
+    def _play(self, episodes: list[Episode], method: Method, past: ChunkJournal, label: str, show_progress: bool) -> None:
+        """Step every unfinished episode together, so the method answers them as one batch;
+        each turn's answers go to the journal before the next turn."""
+        remaining = sum(self.config.max_steps - len(e.turns) for e in episodes if not e.done)
         try:
-            while True:
-                active = [e for e in episodes if not e.done]
-                if not active:
-                    break
-                answers = method.act([e.request() for e in active])
-                for episode, answer in zip(active, answers, strict=True):
-                    episode.step(answer.text)
+            with tqdm(total=remaining, desc=label, unit="turn", leave=False, disable=not show_progress) as bar:
+                while True:
+                    active = [e for e in episodes if not e.done]
+                    if not active:
+                        break
+                    answers = method.act([e.request() for e in active])
+                    for episode, answer in zip(active, answers, strict=True):
+                        episode.step(answer.text)
+                    past.write([{"doc": e.doc.id, "trial": e.trial, "stage": "step", "step": len(e.turns), "text": a.text}
+                                for e, a in zip(active, answers, strict=True)])
+                    bar.total -= sum(self.config.max_steps - len(e.turns) for e in active if e.done)  # ended early
+                    bar.update(len(active))
         finally:
             for episode in episodes:
                 episode.close()
 
-    def _reflect(self, episodes: list[Episode], method: Method) -> list[str]:
-        requests = [ActRequest(e.messages(window=None) + (ChatMessage("user", e.outcome_text()),), 256, (), 0.0, 1.0,
-                               "reflect", episode=e.doc.id) for e in episodes]
-        return [answer.info.get("memory", answer.text).strip() for answer in method.act(requests)]
+    def _remember(self, requests: list[ActRequest], method: Method, past: ChunkJournal, trial: int) -> list[str]:
+        """The method's memory answers (a reflection, tips): read back from the journal where a
+        resumed chunk has them (and handed back to the method), else asked and journaled."""
+        known = [past.memories.get((r.episode, r.stage, trial)) for r in requests]
+        replayed = [i for i, answer in enumerate(known) if answer is not None]
+        if replayed:
+            method.replay([requests[i] for i in replayed], [known[i] for i in replayed])  # type: ignore[misc]
+        missing = [i for i, answer in enumerate(known) if answer is None]
+        if missing:
+            answers = method.act([requests[i] for i in missing])
+            past.write([{"doc": requests[i].episode, "trial": trial, "stage": requests[i].stage, "text": a.text,
+                         "info": a.info} for i, a in zip(missing, answers, strict=True)])
+            for i, answer in zip(missing, answers, strict=True):
+                known[i] = answer
+        return [answer.info.get("memory", answer.text).strip() for answer in known]  # type: ignore[union-attr]
 
-    def _demonstrate(self, docs: Sequence[Doc], method: Method) -> list[str]:
+    def _demonstrate(self, docs: Sequence[Doc], method: Method, past: ChunkJournal) -> list[str]:
         """Play each game's walkthrough (TextWorld's expert policy) and give the transcript to
         the method (``stage="demonstration"``); its answer is the first trial's memory."""
         requests = []
@@ -265,7 +296,7 @@ class TextWorld(Task):
                        f"in {len(expert.turns)} commands. Write short general tips for playing such games.")
             requests.append(ActRequest(expert.messages(window=None) + (ChatMessage("user", outcome),), 256, (), 0.0, 1.0,
                                        "demonstration", episode=doc.id))
-        return [answer.info.get("memory", answer.text).strip() for answer in method.act(requests)]
+        return self._remember(requests, method, past, 0)
 
     def _record(self, doc: Doc, runs: list[dict[str, Any]]) -> dict[str, Any]:
         last, first = runs[-1], runs[0]
@@ -286,6 +317,30 @@ class TextWorld(Task):
             "seeds": f"{SEED_BASE[c.split]} + set offset + 1000 * level + index",
             "invalid": f"not among the admissible commands (answers matched to one at difflib ratio >= {MATCH_RATIO})",
         }
+
+
+class ChunkJournal:
+    """A chunk's games as far as they got, read back from the run's journal (each game's answers
+    per trial, and the method's memory answers), and the journal to add to as they go on."""
+
+    def __init__(self, journal: Journal, doc_ids: Sequence[str]) -> None:
+        self.journal = journal
+        self.steps: dict[tuple[str, int], list[str]] = {}
+        self.memories: dict[tuple[str, str, int], GenerateResult] = {}
+        chunk = set(doc_ids)
+        for entry in journal.entries():
+            if entry.get("doc") not in chunk:
+                continue  # a journal left by another chunk: the runner clears it once that chunk is saved
+            if entry["stage"] == "step":
+                steps = self.steps.setdefault((entry["doc"], entry["trial"]), [])
+                if entry["step"] == len(steps) + 1:
+                    steps.append(entry["text"])
+            else:
+                self.memories[(entry["doc"], entry["stage"], entry["trial"])] = GenerateResult(
+                    entry["text"], 0, "stop", entry.get("info") or {})
+
+    def write(self, entries: list[dict[str, Any]]) -> None:
+        self.journal.write(entries)
 
 
 class Episode:

@@ -195,6 +195,9 @@ def test_claim_treatment_may_change_task_settings():
     assert treatment.full_task_config()["trials"] == 3 and claim.cell.full_task_config()["trials"] == 1
     table_cell = next(c for c in spec.tables[0].cells if c.label == "Introspective Tips (own)")
     assert table_cell.full_task_config() == treatment.full_task_config()  # the claim pairs the table's own runs
+    expert = next(c for c in spec.claims if c.id == "expert-tips-beat-react").treatment_cell()
+    expert_cell = next(c for c in spec.tables[0].cells if c.label == "Introspective Tips (expert)")
+    assert expert.full_task_config() == expert_cell.full_task_config() and expert.method_args == {"setting": "expert"}
 
 
 def test_claim_may_pair_the_baseline_with_the_treatments_own_model(report_runs, tmp_path):

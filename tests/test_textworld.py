@@ -166,6 +166,7 @@ def test_cli_runs_react_on_generated_games_with_per_level_metrics(games, tmp_pat
     results = json.loads((run / "results.json").read_text())
     assert {"normalized_score", "win_rate", "steps", "invalid_action_rate", "win_rate/level-1"} <= set(results["metrics"])
     assert results["metrics"]["steps"]["value"] == 3 and results["protocol"]["max_steps"] == 3
+    assert not (run / "journal.jsonl").exists()  # emptied once the chunk was saved
 
 
 def test_reflexion_and_tips_agents_write_memory_and_freeze_tips(tiny, tmp_path):
@@ -222,3 +223,76 @@ def test_expert_demonstrations_reach_the_method_before_the_first_trial(games):
     walkthrough = _walkthrough(docs[0].data["path"])
     assert [m.content for m in demo.messages if m.role == "assistant"] == walkthrough and "won" in demo.messages[-1].content
     assert record["trials"][0]["memory"] == "Read the cookbook first."
+
+
+class Crashing(Scripted):
+    """A scripted agent whose process dies at its ``crash_at``-th call into ``act``."""
+
+    def __init__(self, plans: dict[str, list[str]], crash_at: int = 0) -> None:
+        super().__init__(plans)
+        self.calls, self.crash_at, self.replayed = 0, crash_at, []
+
+    def act(self, requests):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            self.crashed_on = requests[0].stage
+            raise KeyboardInterrupt
+        return super().act(requests)
+
+    def replay(self, requests, answers):
+        self.replayed += [(r.stage, r.episode, a.text) for r, a in zip(requests, answers)]
+
+
+def test_a_crashed_chunk_resumes_from_its_journal_at_the_step_it_reached(games, tmp_path):
+    """Demonstrations, trial 1, its reflections and part of trial 2 are read back, not asked
+    again; the records equal those of a run that never stopped."""
+    from harness.runner import make_task
+    from harness.store import Journal
+
+    _, docs, _ = games
+    task = make_task("textworld", {"levels": "1,8", "games_per_level": 1, "max_steps": 6, "trials": 2,
+                                   "demonstrations": True})
+    plans = {d.id: _walkthrough(d.data["path"])[:4] + ["dance"] for d in docs}
+    whole = Crashing(plans)
+    expected = task.evaluate(docs, whole, EvalSettings(True, 0, Journal(tmp_path / "whole.jsonl")))
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.write([{"doc": "another-chunk", "trial": 0, "stage": "step", "step": 1, "text": "look"}])
+    crashing = Crashing(plans, crash_at=whole.calls - 2)  # two turns before the end of trial 2
+    with pytest.raises(KeyboardInterrupt):
+        task.evaluate(docs, crashing, EvalSettings(True, 0, journal))
+    assert crashing.crashed_on == "step"
+    resumed = Crashing(plans)
+    assert task.evaluate(docs, resumed, EvalSettings(True, 0, journal)) == expected
+    assert resumed.calls == 3  # the turn in flight, the last turn, the final reflections
+    assert [r.stage for r in resumed.requests].count("demonstration") == 0
+    assert sorted(resumed.replayed) == sorted([("demonstration", d.id, "Read the cookbook first.") for d in docs]
+                                              + [("reflect", d.id, "Read the cookbook first.") for d in docs])
+    second_trial = [r for r in resumed.requests if r.stage == "step"]
+    assert all(sum(m.role == "assistant" for m in r.messages) >= 4 for r in second_trial)  # trial 2 went on, not restarted
+
+
+def test_game_agents_take_their_memory_back_from_a_replay(tiny):
+    """A resumed chunk hands each method its earlier memory answers: the next reflection
+    builds on them as if the run had not stopped."""
+    from harness.method import MethodOptions
+    from methods.introspective_tips import IntrospectiveTips, IntrospectiveTipsArgs
+    from methods.reflexion import Reflexion, ReflexionArgs
+
+    trajectory = (ChatMessage("system", "Play."), ChatMessage("user", "A kitchen."), ChatMessage("assistant", "look"),
+                  ChatMessage("user", "The game ended: you ran out of steps, with score 0 of 3."))
+    reflect = ActRequest(trajectory, 64, stage="reflect", episode="g1")
+    options = MethodOptions(show_progress=False)
+    original = Reflexion(tiny, ReflexionArgs(), options)
+    original.write = lambda prompts, n=160: ["note A"]
+    (first,) = original.act([reflect])
+    restarted = Reflexion(tiny, ReflexionArgs(), options)
+    restarted.replay([reflect], [first])
+    restarted.write = original.write = lambda prompts, n=160: ["note B"]
+    assert restarted.act([reflect])[0].info["memory"] == original.act([reflect])[0].info["memory"] == "- note A\n- note B"
+
+    tips = IntrospectiveTips(tiny, IntrospectiveTipsArgs(), options)
+    tips.replay([reflect], [GenerateResult("- Open the fridge", 0, "stop", {"memory": "- Open the fridge"})])
+    prompts = []
+    tips.write = lambda batch, n=200: prompts.extend(batch) or ["- Read the cookbook"]
+    tips.act([reflect])
+    assert "Current tips:\n- Open the fridge" in prompts[0]
