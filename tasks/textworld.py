@@ -231,9 +231,7 @@ class TextWorld(Task):
                 for i, episode in enumerate(episodes):
                     trials[i].append(episode.summary())
                 if self.config.trials > 1:  # after the last trial too: what was learned (a tips run's output)
-                    requests = [ActRequest(e.messages(window=None) + (ChatMessage("user", e.outcome_text()),), 256, (), 0.0,
-                                           1.0, "reflect", episode=e.doc.id) for e in episodes]
-                    memories = self._remember(requests, method, past, trial)
+                    memories = self._reflect(episodes, method, past, trial)
         finally:
             for env in envs:
                 close_game(env)
@@ -255,13 +253,18 @@ class TextWorld(Task):
                     answers = method.act([e.request() for e in active])
                     for episode, answer in zip(active, answers, strict=True):
                         episode.step(answer.text)
-                    past.write([{"doc": e.doc.id, "trial": e.trial, "stage": "step", "step": len(e.turns), "text": a.text}
+                    past.journal.write([{"doc": e.doc.id, "trial": e.trial, "stage": "step", "step": len(e.turns), "text": a.text}
                                 for e, a in zip(active, answers, strict=True)])
                     bar.total -= sum(self.config.max_steps - len(e.turns) for e in active if e.done)  # ended early
                     bar.update(len(active))
         finally:
             for episode in episodes:
                 episode.close()
+
+    def _reflect(self, episodes: list[Episode], method: Method, past: ChunkJournal, trial: int) -> list[str]:
+        requests = [ActRequest(e.messages(window=None) + (ChatMessage("user", e.outcome_text()),), 256, (), 0.0, 1.0,
+                               "reflect", episode=e.doc.id) for e in episodes]
+        return self._remember(requests, method, past, trial)
 
     def _remember(self, requests: list[ActRequest], method: Method, past: ChunkJournal, trial: int) -> list[str]:
         """The method's memory answers (a reflection, tips): read back from the journal where a
@@ -273,7 +276,7 @@ class TextWorld(Task):
         missing = [i for i, answer in enumerate(known) if answer is None]
         if missing:
             answers = method.act([requests[i] for i in missing])
-            past.write([{"doc": requests[i].episode, "trial": trial, "stage": requests[i].stage, "text": a.text,
+            past.journal.write([{"doc": requests[i].episode, "trial": trial, "stage": requests[i].stage, "text": a.text,
                          "info": a.info} for i, a in zip(missing, answers, strict=True)])
             for i, answer in zip(missing, answers, strict=True):
                 known[i] = answer
@@ -321,7 +324,7 @@ class TextWorld(Task):
 
 class ChunkJournal:
     """A chunk's games as far as they got, read back from the run's journal (each game's answers
-    per trial, and the method's memory answers), and the journal to add to as they go on."""
+    per trial, and the method's memory answers), with the journal they add to as they go on."""
 
     def __init__(self, journal: Journal, doc_ids: Sequence[str]) -> None:
         self.journal = journal
@@ -338,9 +341,6 @@ class ChunkJournal:
             else:
                 self.memories[(entry["doc"], entry["stage"], entry["trial"])] = GenerateResult(
                     entry["text"], 0, "stop", entry.get("info") or {})
-
-    def write(self, entries: list[dict[str, Any]]) -> None:
-        self.journal.write(entries)
 
 
 class Episode:
