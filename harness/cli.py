@@ -179,9 +179,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from harness.store import RunStore
+    from harness.store import open_store
 
-    store = RunStore(_runs_dir(args.output_dir))
+    store = open_store(_runs_dir(args.output_dir))
     if args.run:
         run_dir = store.find(args.run)
         results = run_dir.results()
@@ -214,9 +214,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_rescore(args: argparse.Namespace) -> int:
     from harness.runner import rescore
-    from harness.store import RunStore
+    from harness.store import open_store
 
-    results = rescore(RunStore(_runs_dir(args.output_dir)), args.run)
+    results = rescore(open_store(_runs_dir(args.output_dir)), args.run)
     print(f"rescored run {results['run_id']} from {results['n_samples']} saved samples")
     print(_metrics_table(results))
     return 0
@@ -224,9 +224,9 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.runner import compare
-    from harness.store import RunStore
+    from harness.store import open_store
 
-    comparisons, notes = compare(RunStore(_runs_dir(args.output_dir)), args.run_a, args.run_b)
+    comparisons, notes = compare(open_store(_runs_dir(args.output_dir)), args.run_a, args.run_b)
     if args.json:
         print(json.dumps([c.as_dict() | {"verdict": c.verdict} for c in comparisons], indent=2))
         return 0

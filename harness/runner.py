@@ -31,7 +31,7 @@ from harness.errors import ArgumentError, DataUnavailableError, HarnessError, In
 from harness.method import METHODS, Method, MethodOptions
 from harness.spec import RunSpec, Selection, select
 from harness.stats import PairedComparison, paired_compare
-from harness.store import RunDir, RunStore, now
+from harness.store import RunDir, RunStore, now, open_store
 from harness.task import TASKS, EvalSettings, Task
 
 RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
@@ -152,7 +152,7 @@ def run(request: RunRequest) -> RunOutcome:
 
 def execute(prepared: Prepared) -> RunOutcome:
     request, spec, task = prepared.request, prepared.spec, prepared.task
-    store = RunStore(request.output_dir)
+    store = writable_store(request.output_dir)
     run_dir = store.run(spec.run_id)
     with run_dir.lock():
         existing = run_dir.samples() if run_dir.exists() else []
@@ -287,7 +287,16 @@ def _derived_cost(method: str, cost: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
+def writable_store(root: Path) -> RunStore:
+    store = open_store(root)
+    if store.read_only:
+        raise ArgumentError(f"{root} holds published runs, which are never written to: run into a working store "
+                            "(--output-dir or $HARNESS_RUNS_DIR) and 'harness publish' the finished run")
+    return store
+
+
 def rescore(store: RunStore, run_id: str) -> dict[str, Any]:
+    store = writable_store(store.root) if store.read_only else store
     run_dir = store.find(run_id)
     spec = run_dir.spec()
     task = make_task(spec.task["name"], spec.task["config"])
@@ -324,8 +333,29 @@ def environment() -> dict[str, Any]:
         "git_revision": git_revision(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "machine": machine(),
         "packages": {name: pkg(name) for name in ("torch", "transformers", "lm-eval", "numpy", "scipy", "tokenizers")},
     }
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on, for readers of published results: CPU model and cores, memory,
+    and the accelerator's name when one is visible."""
+    import torch
+
+    cpu = platform.processor() or None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        memory_gb = None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpu_cores": cores, "memory_gb": memory_gb, "accelerator": accelerator}
 
 
 def git_revision() -> str | None:

@@ -5,11 +5,16 @@
 ``runs/<id>/results.json``  metrics with CIs and everything else needed to cite the number
 ``runs/<id>/state.json``    per-session options, cost and timings (rewritten atomically)
 ``runs/index.sqlite``       one row per run, for ``harness show``, tables and leaderboards
+
+A folder of published runs (``results/``, written by ``harness publish``) has the same
+layout with ``samples.jsonl.gz`` and a ``MANIFEST.json``; ``open_store`` reads it read-only,
+with its index in memory, so reading it never writes into the repository.
 """
 
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
 import sqlite3
@@ -22,6 +27,9 @@ from typing import Any
 
 from harness.errors import RunStoreError
 from harness.spec import RunSpec, canonical_json
+
+SAMPLES_GZ = "samples.jsonl.gz"  # a published run's samples (compressed, possibly trimmed)
+PUBLISHED_MANIFEST = "MANIFEST.json"  # marks a folder of published runs
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -134,7 +142,14 @@ class RunDir:
             yield
 
     def samples(self) -> list[dict[str, Any]]:
-        """Finished records; a torn last line (crash mid-write) is dropped and cut off."""
+        """Finished records; a torn last line (crash mid-write) is dropped and cut off. A
+        published run (no ``samples.jsonl``) reads its ``samples.jsonl.gz``."""
+        published = self.path / SAMPLES_GZ
+        if not self.samples_path.is_file() and published.is_file():
+            try:
+                return [json.loads(line) for line in gzip.decompress(published.read_bytes()).splitlines() if line]
+            except (OSError, EOFError, json.JSONDecodeError) as error:
+                raise RunStoreError(f"run {self.run_id}: unreadable {SAMPLES_GZ} ({error})") from None
         return read_jsonl(self.samples_path)
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
@@ -173,6 +188,8 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 class RunStore:
+    read_only = False
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.index_path = self.root / "index.sqlite"
@@ -237,11 +254,50 @@ class RunStore:
             self.index(run)
         return len(runs)
 
+    def _needs_index(self) -> bool:
+        return not self.index_path.is_file()
+
     def rows(self, **filters: Any) -> list[dict[str, Any]]:
-        if not self.index_path.is_file():
+        if self._needs_index():
             self.reindex()
         with self._db() as db:
             db.row_factory = sqlite3.Row
             where = " AND ".join(f"{k} = :{k}" for k in filters)
             query = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY updated_at"
             return [dict(r) for r in db.execute(query, filters)]
+
+
+class PublishedStore(RunStore):
+    """Published runs (``results/``): read-only, indexed in memory when first asked, so
+    reading them never writes into the folder (the repository)."""
+
+    read_only = True
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(root)
+        self._connection = sqlite3.connect(":memory:")
+        self._connection.execute(_SCHEMA)
+        self._indexed = False
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        yield self._connection
+        self._connection.commit()
+
+    def _needs_index(self) -> bool:
+        return not self._indexed
+
+    def reindex(self) -> int:
+        count = super().reindex()
+        self._indexed = True
+        return count
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.root / PUBLISHED_MANIFEST).read_text(encoding="utf-8"))
+
+
+def open_store(root: str | Path) -> RunStore:
+    """The run store at ``root``: a folder of published runs (with a ``MANIFEST.json``) opens
+    read-only, any other folder as a working store."""
+    root = Path(root)
+    return PublishedStore(root) if (root / PUBLISHED_MANIFEST).is_file() else RunStore(root)

@@ -25,7 +25,9 @@ Plot = tuple[str, str]  # (title, svg text)
 def to_svg(figure: Figure) -> str:
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "harness"}):
-        figure.savefig(buffer, format="svg", bbox_inches="tight")
+        # No date in the metadata: the same runs give the same bytes (the committed site is
+        # checked against a rebuild).
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
     return buffer.getvalue()
 
@@ -100,7 +102,7 @@ def perplexity_vs_length(entries: Sequence[RunEntry]) -> Figure | None:
 def _samples(e: RunEntry) -> list[dict]:
     from harness.store import RunDir
 
-    return RunDir(e.path).samples() if (e.path / "samples.jsonl").is_file() else []
+    return RunDir(e.path).samples()
 
 
 def _finite(value: object) -> bool:

@@ -1,17 +1,24 @@
-"""The static leaderboard site (``harness leaderboard``), built from the run index.
+"""The static leaderboard site (``harness leaderboard``), built from a run store or from the
+published runs in ``results/``.
 
 Output, in one folder that opens from disk (no server, no network):
 - ``index.html``: one self-contained page (inline CSS, JS and SVG plots). An overview grid
   (systems × task variants, the best cell per column marked, mean win rate), then one table
   per task: every finished run's main metric with its 95% CI, the other metrics, n and cost,
-  each row linking to its run's spec, results and samples. Columns sort best-first in the
-  direction their metric prefers; filters by task, method and model.
+  each row linking to its run's page. Columns sort best-first in the direction their metric
+  prefers; filters by task, method and model. Links to one page per paper.
+- ``papers/<paper>.html`` (and ``.md``): each paper spec's table regenerated from these runs,
+  reported rows beside reproduced ones, every reproduced cell and claim linked to its run.
+- ``runs/<run_id>/index.html``: one page per run, as HELM's per-instance view: the spec, the
+  command that reproduces it, metrics with CIs, cost, plots, then its samples with search, a
+  filter on right/wrong or any per-sample field, and paging. The samples travel as
+  ``samples.js`` (gzip, base64; the browser inflates them), beside ``spec.json``,
+  ``results.json`` and the plot artifacts.
 - ``data/leaderboard.json`` (everything on the page) and ``data/<table>.csv`` per table.
-- ``runs/<run_id>/`` copies of each listed run's spec, results, samples and plot artifacts,
-  so the links keep working when the folder is moved or published.
 
-The site is written into a temporary folder and swapped in at the end: a failed build never
-leaves a half-written site behind.
+The build is deterministic (no timestamps, fixed SVG ids), so a committed site can be checked
+against a rebuild from ``results/``. It is written into a temporary folder and swapped in at
+the end: a failed build never leaves a half-written site behind.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import shlex
 import shutil
 import tempfile
 from collections import defaultdict
@@ -30,13 +38,14 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import harness
-from harness.store import RunStore, atomic_write_json, now
+from harness.errors import HarnessError
+from harness.store import SAMPLES_GZ, PublishedStore, RunDir, RunStore, atomic_write_json
 from leaderboards.plots import task_plots
 from reports.catalog import RunEntry, latest_per_cell, load_entries, metric_order
 from reports.tables import format_value
 
 TEMPLATES = Path(__file__).parent / "templates"
-RUN_FILES = ("spec.json", "results.json", "samples.jsonl")
+RUN_FILES = ("spec.json", "results.json")
 
 
 @dataclass(frozen=True)
@@ -186,37 +195,136 @@ def _write_tables(data_dir: Path, tasks: dict[str, dict[str, Any]], grid: dict[s
                [[r["system"], *[_csv_value(r["cells"].get(c)) for c in columns], r["mean_win_rate"]] for r in grid["rows"]])
 
 
+def _outcome_field(task: str, config: dict[str, Any]) -> str | None:
+    """The 0/1 per-sample field of the task's first proportion metric (right/wrong, attack
+    succeeded, game won): what the run page's outcome filter splits on."""
+    from harness.runner import make_task
+
+    try:
+        metrics = make_task(task, config).metrics()
+    except HarnessError:
+        return None
+    return next((m.fields[0] for m in metrics if m.ci == "wilson" and len(m.fields) == 1), None)
+
+
+def _samples_js(run: RunDir) -> tuple[str, list[str]]:
+    """The run's samples as a script the page loads from disk (base64 of the gzip: a browser
+    cannot fetch files next to a page opened from disk, but it runs a script tag), and the
+    per-sample fields with scalar values (the filter's choices)."""
+    from harness.runner import ordered_samples
+    from reports.publish import INPUTS_GZ, gzip_jsonl
+
+    published = run.path / SAMPLES_GZ
+    records = ordered_samples(run)
+    packed = published.read_bytes() if not run.samples_path.is_file() and published.is_file() else gzip_jsonl(records)
+    fields = sorted({k for r in records for k, v in r.items() if k != "doc_id" and (v is None or isinstance(v, (bool, int, float, str)))})
+    script = "window.HARNESS_SAMPLES_GZ = " + json.dumps(base64.b64encode(packed).decode("ascii")) + ";\n"
+    if (run.path / INPUTS_GZ).is_file():
+        script += "window.HARNESS_INPUTS_GZ = " + json.dumps(base64.b64encode((run.path / INPUTS_GZ).read_bytes()).decode("ascii")) + ";\n"
+    return script, fields
+
+
+def _metric_rows(e: RunEntry) -> list[dict[str, Any]]:
+    """Main metric first, then the task's own order, then breakdowns (``metric/group``)."""
+    order = [e.main_metric, *metric_order(e.task, e.task_config)]
+    names = list(dict.fromkeys([n for n in order if n in e.metrics] + sorted(e.metrics)))
+    return [{"name": n, "main": n == e.main_metric, **e.metrics[n]} for n in names]
+
+
+def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[str, Any], papers_for: list[str]) -> None:
+    """``runs/<id>/index.html`` and its samples script."""
+    from reports.publish import _machine, reproduce_argv
+
+    run = RunDir(e.path)
+    spec, results, state = run.spec(), run.results() or {}, run.state()
+    published = manifest.get(e.run_id, {})
+    devices = [str(s.get("device")) for s in state.get("sessions", [])]
+    script, fields = _samples_js(run)
+    folder = site / "runs" / e.run_id
+    (folder / "samples.js").write_text(script, encoding="utf-8")
+    page = {
+        "run_id": e.run_id, "task": e.task, "variant": e.variant, "method": e.method_label, "model": e.model,
+        "system": e.system, "seed": e.seed, "n": e.n, "limit": e.limit,
+        "command": published.get("command") or shlex.join(reproduce_argv(spec, devices)),
+        "machine": published.get("machine") or _machine(state),
+        "samples_note": (published.get("samples") or {}).get("trimmed"),
+        "dropped_fields": (published.get("samples") or {}).get("dropped_fields", []),
+        "spec": spec.as_dict() | {"selection": {k: v for k, v in spec.selection.items() if k != "doc_ids"}},
+        "metrics": _metric_rows(e), "cost": results.get("cost", {}), "timing": results.get("timing", {}),
+        "protocol": results.get("protocol"), "method_settings": results.get("method_settings", {}),
+        "artifacts": [a for a in results.get("artifacts", []) if a.endswith((".svg", ".png")) and (folder / a).is_file()],
+        "outcome_field": _outcome_field(e.task, e.task_config), "fields": fields, "papers": papers_for,
+    }
+    html = environment.get_template("run.html.j2").render(page=page, title=f"run {e.run_id}")
+    (folder / "index.html").write_text(html, encoding="utf-8")
+
+
+def _paper_pages(store: RunStore, entries: Sequence[RunEntry], site: Path, environment: Environment) -> list[dict[str, Any]]:
+    """``papers/<paper>.html`` and ``.md`` for every paper spec; returns their summaries."""
+    from reports import papers
+
+    folder = site / "papers"
+    folder.mkdir()
+    summaries = []
+    for name in papers.available():
+        report = papers.regenerate(papers.load_spec(name), store, list(entries))
+        link = (lambda run_id: f"../runs/{run_id}/index.html")
+        (folder / f"{name}.md").write_text(papers.to_markdown(report, run_href=link), encoding="utf-8")
+        tables = [{"table": t, "grid": papers.grid(t)} for t in report["tables"]]
+        claims = [{"claim": c, "line": papers.claim_line(c)} for c in report["claims"]]
+        html = environment.get_template("paper.html.j2").render(report=report, tables=tables, claims=claims,
+                                                                 title=report["title"])
+        (folder / f"{name}.html").write_text(html, encoding="utf-8")
+        verdicts = [c["verdict"] for c in report["claims"]]
+        summaries.append({
+            "paper": name, "title": report["title"], "citation": report["citation"],
+            "reproduced": sum(1 for t in report["tables"] for r in t["rows"] if r.get("run_id")),
+            "missing": sum(len(t["missing"]) for t in report["tables"]),
+            "claims": {v: verdicts.count(v) for v in dict.fromkeys(verdicts)},
+            "runs": sorted({r["run_id"] for t in report["tables"] for r in t["rows"] if r.get("run_id")}
+                           | {m[k] for c in report["claims"] for m in c["per_model"] for k in ("baseline_run", "treatment_run")}),
+        })
+    return summaries
+
+
 def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -> Path:
     """Build the site into ``out`` (replacing an earlier build); returns index.html's path."""
-    entries = latest_per_cell(load_entries(store))
+    every_run = load_entries(store)
+    entries = latest_per_cell(every_run)
+    manifest = store.manifest()["runs"] if isinstance(store, PublishedStore) else {}
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it owner-only; the site is meant to be published
     try:
         (staging / "data").mkdir()
+        environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+        environment.filters.update(fmt=_cell_text, ci=_cell_ci, sortkey=_sort_key)
         by_task: dict[str, list[RunEntry]] = defaultdict(list)
         for e in sorted(entries, key=lambda e: (e.task, e.variant, e.system)):
             by_task[e.task].append(e)
+        run_svgs = {e.run_id: _copy_run(e, staging) for e in every_run}
         tasks, sections = {}, []
         for task, task_entries in sorted(by_task.items()):
             tasks[task] = task_table(task_entries)
             run_plots = []
             for e in task_entries:
-                for name in _copy_run(e, staging):
+                for name in run_svgs[e.run_id]:
                     svg = (staging / "runs" / e.run_id / name).read_text(encoding="utf-8")
                     run_plots.append((f"{name} · {e.system} [{e.variant}]", _data_uri_svg(svg)))
             plots = [(title_, _data_uri_svg(svg)) for title_, svg in task_plots(task, task_entries)]
             sections.append({"task": task, "table": tasks[task], "plots": plots, "run_plots": run_plots})
+        paper_list = _paper_pages(store, every_run, staging, environment)
+        for e in every_run:
+            _run_page(e, staging, environment, manifest, [p["paper"] for p in paper_list if e.run_id in p["runs"]])
         grid = overview(entries)
-        payload = {"title": title, "generated_at": now(), "harness_version": harness.__version__,
-                   "runs_dir": str(store.root.resolve()), "n_runs": len(entries), "overview": grid, "tasks": tasks}
+        payload = {"title": title, "source": store.root.name, "harness_version": harness.__version__,
+                   "n_runs": len(entries), "n_published": len(every_run), "overview": grid, "tasks": tasks,
+                   "papers": paper_list}
         atomic_write_json(staging / "data" / "leaderboard.json", payload)
         _write_tables(staging / "data", tasks, grid)
-        environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-        environment.filters.update(fmt=_cell_text, ci=_cell_ci, sortkey=_sort_key)
         html = environment.get_template("index.html.j2").render(
-            title=title, payload=payload, sections=sections, grid=grid,
+            title=title, payload=payload, sections=sections, grid=grid, papers=paper_list,
             methods=sorted({e.method for e in entries}), models=sorted({e.model for e in entries}),
         )
         (staging / "index.html").write_text(html, encoding="utf-8")

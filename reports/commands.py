@@ -27,23 +27,35 @@ def add_parsers(sub: Any) -> None:
     board = sub.add_parser("leaderboard", help="build the static leaderboard site from the run index")
     board.add_argument("--out", type=Path, default=Path("site"), help="site folder (replaced); default ./site")
     board.add_argument("--title", default="harness leaderboard")
-    board.add_argument("--output-dir", type=Path, default=None, help="run store folder")
+    board.add_argument("--from", "--output-dir", dest="output_dir", type=Path, default=None,
+                       help="run store or published results folder (e.g. results/); default $HARNESS_RUNS_DIR or ./runs")
+
+    publish = sub.add_parser("publish", help="copy finished runs into a published results folder (checked, with a manifest)")
+    publish.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique prefixes")
+    publish.add_argument("--to", type=Path, default=Path("results"), help="published results folder; default ./results")
+    publish.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
+    publish.add_argument("--max-sample-bytes", type=int, default=None,
+                         help="compressed samples above this keep whole records for a seeded sample only (default 2,000,000)")
+    publish.add_argument("--data-dir", default=None, help="local data mirror (to rebuild each document's input); default $HARNESS_DATA_DIR")
 
     paper = sub.add_parser("paper", help="regenerate a paper's tables and check its claims (reports/papers/<paper>.yaml)")
-    paper.add_argument("paper", help="paper spec name, or 'list'")
-    paper.add_argument("--out", type=Path, default=None, help="folder for .md/.tex/.html/.json; default ./papers/<paper>")
+    paper.add_argument("paper", nargs="?", help="paper spec name, or 'list'")
+    paper.add_argument("--all", action="store_true", help="every paper with a spec")
+    paper.add_argument("--out", type=Path, default=None,
+                       help="folder for .md/.tex/.html/.json; default ./papers/<paper> (with --all: <out>/<paper>)")
     paper.add_argument("--run", action="store_true", help="run the missing cells whose task and method exist")
     paper.add_argument("--limit", type=int, default=None, help="use (and run) seeded subsets of N documents for every cell")
-    paper.add_argument("--output-dir", type=Path, default=None, help="run store folder")
+    paper.add_argument("--runs", "--output-dir", dest="output_dir", type=Path, default=None,
+                       help="run store or published results folder (e.g. results/); default $HARNESS_RUNS_DIR or ./runs")
     paper.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     paper.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _store(path: Path | None):
     from harness.runner import default_runs_dir
-    from harness.store import RunStore
+    from harness.store import open_store
 
-    return RunStore(path if path is not None else default_runs_dir())
+    return open_store(path if path is not None else default_runs_dir())
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -82,9 +94,49 @@ def _with_limit(spec, limit: int | None):
     return dataclasses.replace(spec, tables=tables, claims=claims)
 
 
+def _run_link(store, folder: Path):
+    """Links from a report in ``folder`` to each run's results in the store."""
+    import os
+
+    return lambda run_id: os.path.relpath(store.root / run_id / "results.json", folder)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from reports.publish import MAX_SAMPLE_BYTES, publish
+
+    if args.max_sample_bytes is not None and args.max_sample_bytes < 1:
+        raise ArgumentError(f"--max-sample-bytes must be a positive integer; got {args.max_sample_bytes}")
+    store = _store(args.output_dir)
+    for done in publish(store, args.runs, args.to, args.max_sample_bytes or MAX_SAMPLE_BYTES, args.data_dir):
+        kept = "all" if done.full_records == done.n_samples else f"{done.full_records} of {done.n_samples} whole (the rest: score fields)"
+        print(f"published {done.run_id} -> {done.path}  samples: {kept}, {done.samples_bytes / 1e6:.2f} MB")
+    print(f"manifest: {args.to / 'MANIFEST.json'}")
+    return 0
+
+
 def cmd_paper(args: argparse.Namespace) -> int:
     from reports import papers
+    from reports.catalog import load_entries
 
+    if args.all:
+        if args.paper is not None:
+            raise ArgumentError("give a paper name or --all, not both")
+        if args.run or args.limit is not None:
+            raise ArgumentError("--all regenerates from existing runs; run one paper at a time with --run")
+        store = _store(args.output_dir)
+        out = args.out or Path("papers")
+        entries = load_entries(store)
+        for name in papers.available():
+            report = papers.regenerate(papers.load_spec(name), store, entries)
+            papers.write_report(report, out / name, _run_link(store, out / name))
+            verdicts = [c["verdict"] for c in report["claims"]]
+            reproduced = sum(1 for t in report["tables"] for r in t["rows"] if r.get("run_id"))
+            print(f"{name:20s} {reproduced} reproduced rows; claims: "
+                  + (", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts)) or "none"))
+        print(f"written: {out}/<paper>/<paper>.md|.tex|.html|.json")
+        return 0
+    if args.paper is None:
+        raise ArgumentError("name a paper (harness paper list), or pass --all")
     if args.paper == "list":
         for name in papers.available():
             spec = papers.load_spec(name)
@@ -106,10 +158,11 @@ def cmd_paper(args: argparse.Namespace) -> int:
                            method_args=cell.method_args, seed=cell.seed, limit=cell.limit, output_dir=store.root,
                            data_dir=args.data_dir, show_progress=not args.quiet))
     report = papers.regenerate(spec, store)
-    written = papers.write_report(report, args.out or Path("papers") / spec.paper)
+    out = args.out or Path("papers") / spec.paper
+    written = papers.write_report(report, out, _run_link(store, out))
     print(papers.to_markdown(report))
     print("written: " + ", ".join(str(p) for p in written))
     return 0
 
 
-HANDLERS = {"table": cmd_table, "leaderboard": cmd_leaderboard, "paper": cmd_paper}
+HANDLERS = {"table": cmd_table, "leaderboard": cmd_leaderboard, "paper": cmd_paper, "publish": cmd_publish}

@@ -1,0 +1,250 @@
+"""Published results: ``harness publish`` (checks, trimming, manifest, reproduce command),
+reading ``results/`` read-only, paper tables and the site built from it, and the committed
+``results/`` and ``site/`` staying sound and up to date."""
+
+from __future__ import annotations
+
+import filecmp
+import gzip
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, cli
+from harness.store import PublishedStore, RunStore, open_store
+from reports import publish
+from reports.catalog import load_entries
+
+
+def _run_ids(root: Path, task: str | None = None) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if (p / "spec.json").is_file()
+                  and (task is None or json.loads((p / "spec.json").read_text())["task"]["name"] == task))
+
+
+@pytest.fixture(scope="module")
+def published(report_runs, tmp_path_factory) -> Path:
+    """The report runs published (the data mirror is set by conftest, so inputs are rebuilt)."""
+    dest = tmp_path_factory.mktemp("published") / "results"
+    publish.publish(RunStore(report_runs), _run_ids(report_runs), dest)
+    return dest
+
+
+def test_published_runs_read_back_with_the_same_numbers(report_runs, published, capsys):
+    assert publish.verify(published) == []
+    store = open_store(published)
+    assert isinstance(store, PublishedStore)
+    before = {e.run_id: e.metrics for e in load_entries(RunStore(report_runs))}
+    assert {e.run_id: e.metrics for e in load_entries(store)} == before
+    manifest = json.loads((published / "MANIFEST.json").read_text())
+    pubmedqa = _run_ids(report_runs, "pubmedqa")[0]
+    entry = manifest["runs"][pubmedqa]
+    assert entry["machine"]["devices"] == ["cpu"] and entry["wall_time_s"] >= 0
+    assert "rebuilt from the data" in entry["inputs"]
+    assert set(entry["files"]) == {"spec.json", "results.json", "state.json", "samples.jsonl.gz", "inputs.jsonl.gz"}
+    inputs = [json.loads(line) for line in gzip.decompress((published / pubmedqa / "inputs.jsonl.gz").read_bytes()).splitlines()]
+    assert inputs[0]["requests"][0]["continuations"] == [" yes", " no", " maybe"]
+    assert "Question:" in inputs[0]["requests"][0]["context"]
+    # Reading never writes into the published folder, and nothing may run into it.
+    assert cli("show", "--output-dir", published) == 0
+    assert cli("compare", *_run_ids(report_runs, "pubmedqa"), "--output-dir", published) == 0
+    assert not (published / "index.sqlite").exists()
+    assert cli("run", "--task", "pubmedqa", "--model", "tiny-random-llama", "--limit", "2", "--quiet", "--output-dir", published) == 2
+    assert cli("rescore", pubmedqa, "--output-dir", published) == 2
+    assert "published runs, which are never written to" in capsys.readouterr().err
+    assert publish.verify(published) == []
+
+
+def _copy_store(report_runs: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    shutil.copytree(report_runs, root)
+    return root
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("unfinished", "is unfinished"),
+    ("spec", "hashes to"),
+    ("results", "is not what its samples give"),
+])
+def test_publish_refuses_a_bad_run_and_writes_nothing(report_runs, tmp_path, damage, message, capsys):
+    root = _copy_store(report_runs, tmp_path)
+    good, bad = _run_ids(root, "pubmedqa")
+    folder = root / bad
+    if damage == "unfinished":
+        lines = (folder / "samples.jsonl").read_text().splitlines(keepends=True)
+        (folder / "samples.jsonl").write_text("".join(lines[:-1]))
+    elif damage == "spec":
+        spec = json.loads((folder / "spec.json").read_text())
+        spec["seed"] = 7
+        (folder / "spec.json").write_text(json.dumps(spec))
+    else:
+        results = json.loads((folder / "results.json").read_text())
+        results["metrics"]["acc"]["value"] += 0.1
+        (folder / "results.json").write_text(json.dumps(results))
+    dest = tmp_path / "results"
+    assert cli("publish", good, bad, "--output-dir", root, "--to", dest) == 2
+    assert message in capsys.readouterr().err
+    assert not dest.exists() or list(dest.iterdir()) == []  # the good run waits for the bad one: nothing half-published
+
+
+def test_large_samples_keep_score_fields_and_a_seeded_sample_of_whole_records(report_runs, tmp_path):
+    ubench = _run_ids(report_runs, "ubench")
+    small = tmp_path / "small"
+    done = publish.publish(RunStore(report_runs), ubench, small, max_sample_bytes=1_500)
+    assert 0 < done[0].full_records < done[0].n_samples and done[0].samples_bytes <= 1_500
+    entry = json.loads((small / "MANIFEST.json").read_text())["runs"][ubench[0]]
+    assert entry["samples"]["whole_records"] == done[0].full_records and "letter_logprobs" in entry["samples"]["dropped_fields"]
+    records = open_store(small).find(ubench[0]).samples()
+    assert len(records) == done[0].n_samples and all("label" in r and "confidence" in r for r in records)
+    assert sum("letter_logprobs" in r for r in records) == done[0].full_records
+    # The trimmed copy gives the same metrics and paired claims as the whole one; and the
+    # same run publishes to the same bytes.
+    [whole] = [e for e in load_entries(RunStore(report_runs)) if e.run_id == ubench[0]]
+    [trimmed] = load_entries(open_store(small))
+    assert trimmed.metrics == whole.metrics
+    again = tmp_path / "again"
+    publish.publish(RunStore(report_runs), ubench, again, max_sample_bytes=1_500)
+    assert (again / ubench[0] / "samples.jsonl.gz").read_bytes() == (small / ubench[0] / "samples.jsonl.gz").read_bytes()
+
+
+def test_manifest_command_reproduces_the_run_id(report_runs, published):
+    from harness.cli import build_parser
+    from harness.config import parse_pairs
+    from harness.runner import RunRequest, prepare
+
+    manifest = json.loads((published / "MANIFEST.json").read_text())
+    commands = {run_id: entry["command"] for run_id, entry in manifest["runs"].items()}
+    assert any("--method-arg max_length=64" in c for c in commands.values())
+    for run_id, command in commands.items():
+        argv = shlex.split(command)
+        assert argv[:2] == ["harness", "run"]
+        args = build_parser().parse_args(argv[1:])
+        request = RunRequest(task=args.task, method=args.method, model=args.model, task_args=parse_pairs(args.task_arg, "t"),
+                             method_args=parse_pairs(args.method_arg, "m"), seed=args.seed, limit=args.limit,
+                             dtype=args.dtype, chat_template=args.chat_template)
+        assert prepare(request).spec.run_id == run_id, command
+
+
+def test_verify_finds_hand_edits_and_strays(published, tmp_path):
+    copy = tmp_path / "results"
+    shutil.copytree(published, copy)
+    run_id = next(iter(json.loads((copy / "MANIFEST.json").read_text())["runs"]))
+    results = json.loads((copy / run_id / "results.json").read_text())
+    results["metrics"][results["main_metric"]]["value"] = 0.99
+    (copy / run_id / "results.json").write_text(json.dumps(results))
+    (copy / "0123456789abcdef").mkdir()
+    problems = publish.verify(copy)
+    assert any("results.json: sha256 differs" in p for p in problems)
+    assert any("0123456789abcdef" in p for p in problems)
+
+
+def test_paper_tables_and_site_from_published_runs(report_runs, published, tmp_path, capsys):
+    from reports import papers
+    from test_reports import CLAIM, _spec
+
+    assert cli("paper", "--all", "--runs", published, "--out", tmp_path / "papers") == 0
+    assert all((tmp_path / "papers" / name / f"{name}.md").is_file() for name in papers.available())
+    # A paper's table and paired claims come out of the published runs as out of the working store.
+    spec = _spec(tmp_path, CLAIM, zoo_acc=0.5)
+    from_published = papers.regenerate(spec, open_store(published))
+    assert from_published == papers.regenerate(spec, RunStore(report_runs))
+    assert from_published["claims"][0]["verdict"] in ("supported", "not supported")
+    markdown = papers.to_markdown(from_published, run_href=lambda run_id: f"runs/{run_id}/index.html")
+    reproduced = [r["run_id"] for r in from_published["tables"][0]["rows"] if r.get("run_id")]
+    assert reproduced and all(f"](runs/{run_id}/index.html)" in markdown for run_id in reproduced)
+    from leaderboards.site import build_site
+
+    first = build_site(open_store(published), tmp_path / "site").parent
+    second = build_site(open_store(published), tmp_path / "site2").parent
+    assert not _tree_differences(first, second), "the same runs build the same site, byte for byte"
+    run_pages = sorted(first.glob("runs/*/index.html"))
+    assert len(run_pages) == len(_run_ids(published))
+    for page in [first / "index.html", *run_pages, *first.glob("papers/*.html")]:
+        html = page.read_text(encoding="utf-8")
+        assert "http://" not in html and "https://" not in html
+        for link in _local_links(html):
+            assert (page.parent / link).is_file(), f"{page.relative_to(first)} links {link}"
+    assert sorted(p.stem for p in first.glob("papers/*.html")) == papers.available()
+
+
+def _local_links(html: str) -> list[str]:
+    import re
+
+    return [link for link in re.findall(r'(?:href|src)="([^"#]+)"', html) if not link.startswith("data:")]
+
+
+def _tree_differences(a: Path, b: Path) -> list[str]:
+    """Files that differ between two folders, or are in only one of them."""
+    names_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
+    names_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    differing = [str(n) for n in sorted(names_a & names_b) if not filecmp.cmp(a / n, b / n, shallow=False)]
+    return differing + [f"{n} (only in {a.name})" for n in sorted(names_a - names_b)] + [f"{n} (only in {b.name})" for n in sorted(names_b - names_a)]
+
+
+# --- the committed results/ and site/ --------------------------------------------------------
+
+RESULTS, SITE = REPO / "results", REPO / "site"
+
+
+def test_committed_results_are_sound():
+    assert (RESULTS / "MANIFEST.json").is_file(), "results/ is missing its MANIFEST.json"
+    assert publish.verify(RESULTS) == []
+
+
+def test_committed_site_is_up_to_date_with_results(tmp_path):
+    from leaderboards.site import build_site
+
+    rebuilt = build_site(open_store(RESULTS), tmp_path / "site").parent
+    differences = _tree_differences(SITE, rebuilt)
+    assert not differences, ("site/ is out of date with results/; rebuild it with "
+                             "'harness leaderboard --from results/ --out site/' and commit. Differs: " + ", ".join(differences[:10]))
+
+
+from test_leaderboard import browser  # noqa: E402,F401  (the headless Chromium fixture)
+
+
+def test_run_page_searches_filters_and_pages_samples_in_chromium(browser, published, tmp_path):  # noqa: F811
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from leaderboards.site import build_site
+
+    site = build_site(open_store(published), tmp_path / "site").parent
+    run_id = _run_ids(published, "ubench")[0]
+    records = open_store(published).find(run_id).samples()
+    browser.get((site / "runs" / run_id / "index.html").as_uri())
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.body.dataset.samplesLoaded") == "true")
+
+    def shown() -> list[str]:
+        return [a.get_attribute("data-doc") for a in browser.find_elements("css selector", "#sample-list article.sample")]
+
+    def count() -> str:
+        return browser.find_element("id", "count").text
+
+    assert count() == f"{len(records)} of {len(records)} samples" and len(shown()) == min(25, len(records))
+    Select(browser.find_element("id", "page-size")).select_by_visible_text("10")
+    first_page = shown()
+    assert first_page == [r["doc_id"] for r in records[:10]]
+    assert browser.find_element("id", "page-info").text == f"page 1 of {-(-len(records) // 10)}"
+    browser.find_element("id", "next").click()
+    assert shown() == [r["doc_id"] for r in records[10:20]]
+    # Right/wrong on the task's 0/1 field, then any field, then free text.
+    Select(browser.find_element("id", "outcome")).select_by_value("1")
+    right = [r["doc_id"] for r in records if r["judgement_correct"] == 1]
+    assert count() == f"{len(right)} of {len(records)} samples" and shown() == right[:10]
+    Select(browser.find_element("id", "outcome")).select_by_value("")
+    Select(browser.find_element("id", "field")).select_by_visible_text("category")
+    browser.find_element("id", "value").send_keys("reasoning")
+    reasoning = [r["doc_id"] for r in records if r["category"] == "reasoning"]
+    assert shown() == reasoning[:10]
+    browser.find_element("id", "value").clear()
+    Select(browser.find_element("id", "field")).select_by_visible_text("–")
+    target = records[-1]["doc_id"]
+    browser.find_element("id", "search").send_keys(target)
+    assert shown() == [target]
+    # The document's input (rebuilt at publish time) sits beside its per-choice log-probabilities.
+    article = browser.find_element("css selector", "#sample-list article.sample")
+    article.find_element("css selector", "details summary").click()
+    assert "Candidate answer:" in article.text and '" J"' in article.text
+    assert browser.find_element("id", "command").text.startswith("HARNESS_DATA_DIR=")
