@@ -17,6 +17,7 @@ import fcntl
 import gzip
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -41,6 +42,23 @@ def atomic_write_json(path: Path, data: Any) -> None:
         os.fsync(handle.fileno())
     os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be read and shared
     os.replace(tmp, path)
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A folder built aside and swapped in for ``target`` only when the block completes, so a
+    failed build leaves the previous ``target`` (or none) and no half-written one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; what is built here is meant to be read
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def now() -> str:

@@ -28,7 +28,6 @@ import csv
 import json
 import shlex
 import shutil
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import harness
 from harness.errors import HarnessError
-from harness.store import SAMPLES_GZ, PublishedStore, RunDir, RunStore, atomic_write_json
+from harness.store import SAMPLES_GZ, PublishedStore, RunDir, RunStore, atomic_write_json, staged_folder
 from leaderboards.plots import task_plots
 from reports.catalog import RunEntry, latest_per_cell, load_entries, metric_order
 from reports.tables import format_value
@@ -293,10 +292,7 @@ def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -
     entries = latest_per_cell(every_run)
     manifest = store.manifest()["runs"] if isinstance(store, PublishedStore) else {}
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; the site is meant to be published
-    try:
+    with staged_folder(out) as staging:
         (staging / "data").mkdir()
         environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
         environment.filters.update(fmt=_cell_text, ci=_cell_ci, sortkey=_sort_key)
@@ -319,7 +315,7 @@ def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -
             _run_page(e, staging, environment, manifest, [p["paper"] for p in paper_list if e.run_id in p["runs"]])
         grid = overview(entries)
         payload = {"title": title, "source": store.root.name, "harness_version": harness.__version__,
-                   "n_runs": len(entries), "n_published": len(every_run), "overview": grid, "tasks": tasks,
+                   "n_runs": len(entries), "n_runs_in_store": len(every_run), "overview": grid, "tasks": tasks,
                    "papers": paper_list}
         atomic_write_json(staging / "data" / "leaderboard.json", payload)
         _write_tables(staging / "data", tasks, grid)
@@ -328,12 +324,6 @@ def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -
             methods=sorted({e.method for e in entries}), models=sorted({e.model for e in entries}),
         )
         (staging / "index.html").write_text(html, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out / "index.html"
 
 

@@ -21,7 +21,6 @@ import json
 import math
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 
 from harness.errors import ArgumentError, HarnessError, RunStoreError
 from harness.spec import RunSpec
-from harness.store import PUBLISHED_MANIFEST, SAMPLES_GZ, RunDir, RunStore, atomic_write_json, now
+from harness.store import PUBLISHED_MANIFEST, SAMPLES_GZ, RunDir, RunStore, atomic_write_json, now, staged_folder
 
 MAX_SAMPLE_BYTES = 2_000_000
 INPUTS_GZ = "inputs.jsonl.gz"  # the requests each document was sent, rebuilt at publish time
@@ -324,10 +323,7 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
             raise RunStoreError(f"run {run_dir.run_id}: its samples exceed {max_sample_bytes} bytes and the trimmed copy "
                                 f"no longer gives its metrics ({mismatch}); publish with a larger --max-sample-bytes")
     inputs, inputs_note = rebuild_inputs(spec, data_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.run_id}-", dir=dest))
-    staging.chmod(0o755)
-    try:
+    with staged_folder(dest / run_dir.run_id) as staging:
         for name in COPIED:
             if (run_dir.path / name).is_file():
                 shutil.copyfile(run_dir.path / name, staging / name)
@@ -338,13 +334,6 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
             if (run_dir.path / name).is_file():
                 shutil.copyfile(run_dir.path / name, staging / name)
         files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
-        target = dest / run_dir.run_id
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     devices = [str(s.get("device")) for s in state.get("sessions", [])]
     main = results["metrics"][results["main_metric"]]
     entry = {

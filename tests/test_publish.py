@@ -248,3 +248,22 @@ def test_run_page_searches_filters_and_pages_samples_in_chromium(browser, publis
     article.find_element("css selector", "details summary").click()
     assert "Candidate answer:" in article.text and '" J"' in article.text
     assert browser.find_element("id", "command").text.startswith("HARNESS_DATA_DIR=")
+
+
+def test_committed_site_opens_in_chromium(browser):  # noqa: F811
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from reports import papers
+
+    browser.get((SITE / "index.html").as_uri())
+    assert browser.title == "harness leaderboard"
+    assert [a.text for a in browser.find_elements("css selector", "nav.papers a")] == papers.available()
+    manifest = json.loads((RESULTS / "MANIFEST.json").read_text())
+    for run_id, entry in manifest["runs"].items():  # every published run's page loads all its samples
+        browser.get((SITE / "runs" / run_id / "index.html").as_uri())
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.body.dataset.samplesLoaded") == "true")
+        n = entry["samples"]["n"]
+        assert browser.find_element("id", "count").text == f"{n} of {n} samples"
+    for name in papers.available():
+        browser.get((SITE / "papers" / f"{name}.html").as_uri())
+        assert browser.find_element("css selector", "h1").text
