@@ -287,16 +287,20 @@ def _derived_cost(method: str, cost: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
+def refuse_published(store: RunStore) -> None:
+    if store.read_only:
+        raise ArgumentError(f"{store.root} holds published runs, which are never written to: run into a working store "
+                            "(--output-dir or $HARNESS_RUNS_DIR) and 'harness publish' the finished run")
+
+
 def writable_store(root: Path) -> RunStore:
     store = open_store(root)
-    if store.read_only:
-        raise ArgumentError(f"{root} holds published runs, which are never written to: run into a working store "
-                            "(--output-dir or $HARNESS_RUNS_DIR) and 'harness publish' the finished run")
+    refuse_published(store)
     return store
 
 
 def rescore(store: RunStore, run_id: str) -> dict[str, Any]:
-    store = writable_store(store.root) if store.read_only else store
+    refuse_published(store)
     run_dir = store.find(run_id)
     spec = run_dir.spec()
     task = make_task(spec.task["name"], spec.task["config"])

@@ -232,7 +232,7 @@ def _metric_rows(e: RunEntry) -> list[dict[str, Any]]:
 
 def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[str, Any], papers_for: list[str]) -> None:
     """``runs/<id>/index.html`` and its samples script."""
-    from reports.publish import _machine, reproduce_argv
+    from reports.publish import machine_summary, reproduce_argv
 
     run = RunDir(e.path)
     spec, results, state = run.spec(), run.results() or {}, run.state()
@@ -245,7 +245,7 @@ def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[
         "run_id": e.run_id, "task": e.task, "variant": e.variant, "method": e.method_label, "model": e.model,
         "system": e.system, "seed": e.seed, "n": e.n, "limit": e.limit,
         "command": published.get("command") or shlex.join(reproduce_argv(spec, devices)),
-        "machine": published.get("machine") or _machine(state),
+        "machine": published.get("machine") or machine_summary(state),
         "samples_note": (published.get("samples") or {}).get("trimmed"),
         "dropped_fields": (published.get("samples") or {}).get("dropped_fields", []),
         "spec": spec.as_dict() | {"selection": {k: v for k, v in spec.selection.items() if k != "doc_ids"}},
@@ -258,6 +258,10 @@ def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[
     (folder / "index.html").write_text(html, encoding="utf-8")
 
 
+def _run_page_link(run_id: str) -> str:
+    return f"../runs/{run_id}/index.html"  # from papers/<paper>.html
+
+
 def _paper_pages(store: RunStore, entries: Sequence[RunEntry], site: Path, environment: Environment) -> list[dict[str, Any]]:
     """``papers/<paper>.html`` and ``.md`` for every paper spec; returns their summaries."""
     from reports import papers
@@ -267,8 +271,7 @@ def _paper_pages(store: RunStore, entries: Sequence[RunEntry], site: Path, envir
     summaries = []
     for name in papers.available():
         report = papers.regenerate(papers.load_spec(name), store, list(entries))
-        link = (lambda run_id: f"../runs/{run_id}/index.html")
-        (folder / f"{name}.md").write_text(papers.to_markdown(report, run_href=link), encoding="utf-8")
+        (folder / f"{name}.md").write_text(papers.to_markdown(report, run_href=_run_page_link), encoding="utf-8")
         tables = [{"table": t, "grid": papers.grid(t)} for t in report["tables"]]
         claims = [{"claim": c, "line": papers.claim_line(c)} for c in report["claims"]]
         html = environment.get_template("paper.html.j2").render(report=report, tables=tables, claims=claims,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,6 @@ def _with_limit(spec, limit: int | None):
 
 def _run_link(store, folder: Path):
     """Links from a report in ``folder`` to each run's results in the store."""
-    import os
-
     return lambda run_id: os.path.relpath(store.root / run_id / "results.json", folder)
 
 

@@ -5,7 +5,9 @@ A published run is a folder named by its run id holding ``spec.json``, ``results
 ``samples.jsonl.gz`` (deterministic gzip, so publishing twice gives the same bytes). Samples
 that would compress past ``max_sample_bytes`` are trimmed: every record keeps its score fields
 (numbers, flags, short labels: what metrics, breakdowns and paired claims read), and a seeded
-sample of records keeps everything (prompts, responses, logs). ``MANIFEST.json`` lists each run
+sample of records keeps everything (prompts, responses, logs). Records hold answers and
+scores, not prompts, so ``inputs.jsonl.gz`` holds the requests each document was sent,
+rebuilt from the data mirror by the task's own ``requests()``. ``MANIFEST.json`` lists each run
 with the command that reproduces it, the machine it ran on, its wall time, what was kept of
 its samples and the sha256 of every file, so a hand edit shows.
 
@@ -56,6 +58,7 @@ class PublishedRun:
 # --- checks -------------------------------------------------------------------------------
 
 Checked = tuple[RunSpec, dict[str, Any], list[dict[str, Any]]]  # spec, results, samples in selection order
+
 
 def _same_number(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -257,7 +260,7 @@ def reproduce_argv(spec: RunSpec, devices: list[str]) -> list[str]:
     return argv
 
 
-def _machine(state: dict[str, Any]) -> dict[str, Any]:
+def machine_summary(state: dict[str, Any]) -> dict[str, Any]:
     """Where the run's sessions ran: devices, accelerator cards, CPUs (from state.json)."""
     sessions = state.get("sessions", [])
     found = [s.get("environment", {}).get("machine") or {} for s in sessions]
@@ -341,7 +344,7 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
         "method": method_label(spec.method["name"], spec.method["args"]), "model": spec.model["name"], "seed": spec.seed,
         "main_metric": {"name": results["main_metric"], **{k: main.get(k) for k in ("value", "ci_low", "ci_high", "n")}},
         "command": shlex.join(reproduce_argv(spec, devices)),
-        "machine": _machine(state),
+        "machine": machine_summary(state),
         "wall_time_s": round(results.get("timing", {}).get("wall_time_s") or 0.0, 1),
         "finished_at": results.get("finished_at"),
         "harness_version": spec.harness_version,

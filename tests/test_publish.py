@@ -180,7 +180,8 @@ def _tree_differences(a: Path, b: Path) -> list[str]:
     names_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
     names_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
     differing = [str(n) for n in sorted(names_a & names_b) if not filecmp.cmp(a / n, b / n, shallow=False)]
-    return differing + [f"{n} (only in {a.name})" for n in sorted(names_a - names_b)] + [f"{n} (only in {b.name})" for n in sorted(names_b - names_a)]
+    only = [f"{n} (only in {a.name})" for n in sorted(names_a - names_b)] + [f"{n} (only in {b.name})" for n in sorted(names_b - names_a)]
+    return differing + only
 
 
 # --- the committed results/ and site/ --------------------------------------------------------
