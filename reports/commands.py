@@ -32,7 +32,9 @@ def add_parsers(sub: Any) -> None:
                        help="run store or published results folder (e.g. results/); default $HARNESS_RUNS_DIR or ./runs")
 
     publish = sub.add_parser("publish", help="copy finished runs into a published results folder (checked, with a manifest)")
-    publish.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique prefixes")
+    publish.add_argument("runs", nargs="*", metavar="RUN", help="run ids or unique prefixes")
+    publish.add_argument("--check", action="store_true",
+                         help="publish nothing; check the folder (every spec hashes to its id, every file matches MANIFEST.json)")
     publish.add_argument("--to", type=Path, default=Path("results"), help="published results folder; default ./results")
     publish.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
     publish.add_argument("--max-sample-bytes", type=int, default=None,
@@ -101,8 +103,16 @@ def _run_link(store, folder: Path):
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from reports.publish import MAX_SAMPLE_BYTES, publish
+    from reports.publish import MAX_SAMPLE_BYTES, publish, verify
 
+    if args.check:
+        if args.runs:
+            raise ArgumentError("--check takes no runs: it checks the whole folder")
+        problems = verify(args.to)
+        for problem in problems:
+            print(f"{args.to}: {problem}", file=sys.stderr)
+        print(f"{args.to}: {'sound' if not problems else f'not sound ({len(problems)} found)'}")
+        return 1 if problems else 0
     if args.max_sample_bytes is not None and args.max_sample_bytes < 1:
         raise ArgumentError(f"--max-sample-bytes must be a positive integer; got {args.max_sample_bytes}")
     store = _store(args.output_dir)

@@ -387,6 +387,8 @@ def verify(dest: Path) -> list[str]:
     """Problems with a folder of published runs (empty when sound): a run folder the manifest
     does not list or the reverse, a spec that does not hash to its folder name, or a file whose
     sha256 is not the manifest's."""
+    if not (dest / PUBLISHED_MANIFEST).is_file():
+        return [f"no {PUBLISHED_MANIFEST}: not a folder of published runs"]
     manifest = read_manifest(dest)
     problems = []
     folders = {p.name for p in dest.iterdir() if p.is_dir() and not p.name.startswith(".")} if dest.is_dir() else set()

@@ -138,6 +138,8 @@ def test_verify_finds_hand_edits_and_strays(published, tmp_path):
     problems = publish.verify(copy)
     assert any("results.json: sha256 differs" in p for p in problems)
     assert any("0123456789abcdef" in p for p in problems)
+    assert cli("publish", "--check", "--to", copy) == 1
+    assert cli("publish", "--check", "--to", published) == 0
 
 
 def test_paper_tables_and_site_from_published_runs(report_runs, published, tmp_path, capsys):
