@@ -4,8 +4,15 @@
 ``Execution``. Every run gets, where the kernel and privileges allow (see ``isolation()``):
 
 - its own network namespace with no interfaces up: connections fail;
-- its own mount namespace in which the whole file system is read-only except the run's
-  directory: writes anywhere else fail;
+- its own mount namespace whose whole file system is a minimal tree: read-only binds of
+  ``BASE_READS`` (the toolchains under /usr, the loader's and TLS files) and of what the
+  caller declares the program may read (a language's /etc entries, next to its toolchain in
+  ``tasks.code_languages``), a synthetic /etc/passwd, /dev with null, zero, random, urandom
+  and full, a private /proc, a private /tmp (tmpfs), and the run's directory at its own path,
+  the only writable place on disk. No home folders, no checkout, no run store, no cache, no
+  data mirror: what the program prints (and so what lands in samples and repair prompts)
+  cannot hold the host's files. Where the tree cannot be built, the host's file system is
+  mounted read-only instead (``isolation()`` lacks ``minimal-root``);
 - its own PID namespace whose init is the program's launcher, tied to the harness by
   PR_SET_PDEATHSIG: when the run ends or is killed, every process it started dies with it
   (fork bombs, daemons, `setsid` escapes);
@@ -44,6 +51,16 @@ from functools import cache
 from pathlib import Path
 
 SANDBOX_UID = 65534  # nobody
+# What every program may read: the toolchains (Debian puts them all under /usr; /bin, /lib
+# and friends are symlinks into it, recreated as such), the dynamic loader's cache, the TLS
+# roots, the alternatives links (java, node, ... resolve through /etc/alternatives), the
+# time zone. A language adds its own /etc entries (``execute(reads=...)``).
+BASE_READS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", "/etc/ld.so.conf",
+              "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime",
+              "/etc/nsswitch.conf")
+# Every protection a root user gets on a capable kernel; ``missing_isolation()`` names the rest.
+FULL_ISOLATION = ("rlimits", "process-group", "scrubbed-env", "private-tmpdir", "netns", "mountns-readonly",
+                  "minimal-root", "pidns", "uid")
 
 
 @dataclass(frozen=True)
@@ -103,6 +120,20 @@ def isolation() -> tuple[str, ...]:
     return tuple(applied)
 
 
+def missing_isolation() -> tuple[str, ...]:
+    """The protections this machine cannot give a program (empty when fully isolated)."""
+    applied = set(isolation())
+    return tuple(p for p in FULL_ISOLATION if p not in applied)
+
+
+def _reads(extra: Sequence[str]) -> list[str]:
+    """``BASE_READS`` and ``extra`` with globs expanded (``/etc/java-*-openjdk``), existing only."""
+    import glob
+
+    paths = [match for pattern in (*BASE_READS, *extra) for match in (sorted(glob.glob(pattern)) or [pattern])]
+    return list(dict.fromkeys(p for p in paths if os.path.lexists(p)))
+
+
 def _env(workdir: Path, extra: Mapping[str, str]) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir / ".tmp"),
@@ -117,10 +148,13 @@ def execute(
     stdin: str = "",
     env: Mapping[str, str] | None = None,
     base_dir: str | Path | None = None,
+    reads: Sequence[str] = (),
 ) -> Execution:
-    """Run ``command`` (argv) in a new temporary directory holding ``files``."""
+    """Run ``command`` (argv) in a new temporary directory holding ``files``. The program's
+    file system holds ``BASE_READS``, ``reads`` (paths or globs, read-only) and its directory."""
     applied = isolation()
     workdir = Path(tempfile.mkdtemp(prefix="harness-sandbox-", dir=base_dir))
+    tree = Path(tempfile.mkdtemp(prefix="harness-sandbox-root-")) if "minimal-root" in applied else None
     try:
         (workdir / ".tmp").mkdir()
         for name, content in (files or {}).items():
@@ -134,11 +168,14 @@ def execute(
             for path in [workdir, *workdir.rglob("*")]:
                 os.chown(path, SANDBOX_UID, SANDBOX_UID, follow_symlinks=False)
         config = {"workdir": str(workdir), "limits": asdict(limits), "namespaces": namespaces, "uid": SANDBOX_UID,
-                  "argv": list(command), "env": _env(workdir, env or {})}
+                  "argv": list(command), "env": _env(workdir, env or {}),
+                  "root": str(tree) if tree else None, "reads": _reads(reads)}
         launcher = [sys.executable, "-S", "-m", "harness._sandbox_launch", json.dumps(config)]
         return _supervise(launcher, stdin, limits, applied)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if tree is not None:
+            shutil.rmtree(tree, ignore_errors=True)  # only ever a mount point, in the launcher's namespace
 
 
 def _supervise(launcher: list[str], stdin: str, limits: Limits, applied: tuple[str, ...]) -> Execution:

@@ -43,6 +43,9 @@ class Language:
     compile_s: float = 0.0  # wall time allowed for a build, on top of the run's timeout
     memory_mb: int = 1024
     env: dict[str, str] = field(default_factory=dict)
+    # What the toolchain reads outside /usr (the sandbox's BASE_READS), read-only; nothing
+    # else of the host is visible to the program.
+    reads: tuple[str, ...] = ()
     closing: str = ""  # appended after the functions (Java closes the prompt's class)
 
     @property
@@ -62,7 +65,8 @@ LANGUAGES: dict[str, Language] = {
     for lang in (
         Language("perl", "low", "main.pl", ("perl", "main.pl"), "perl", "perl", ("subroutine_declaration_statement",),
                  ("use_statement",), r"^\s*sub\s+{name}\b", "mxeval/mbxp/mbplp_release_v1.jsonl",
-                 "mxeval/multi_humaneval/HumanEval_perl_v1.1.jsonl", "humaneval_xl/perl/English.jsonl"),
+                 "mxeval/multi_humaneval/HumanEval_perl_v1.1.jsonl", "humaneval_xl/perl/English.jsonl",
+                 reads=("/etc/perl",)),
         Language("go", "low", "main.go", ("sh", "-c", _GO_BUILD), "go", "go", ("function_declaration",),
                  ("import_declaration",), r"^\s*func\s+{name}\s*\(", "mxeval/mbxp/mbgp_release_v1.1.jsonl",
                  "mxeval/multi_humaneval/HumanEval_go_v1.jsonl", "humaneval_xl/go/English.jsonl",
@@ -76,7 +80,8 @@ LANGUAGES: dict[str, Language] = {
                  "mxeval/multi_humaneval/HumanEval_ruby_v1.1.jsonl", "humaneval_xl/ruby/English.jsonl"),
         Language("php", "low", "main.php", ("php", "main.php"), "php", "php", ("function_definition",), (),
                  r"^\s*function\s+{name}\s*\(", "mxeval/mbxp/mbphp_release_v1.2.jsonl",
-                 "mxeval/multi_humaneval/HumanEval_php_v1.1.jsonl", "humaneval_xl/php/English.jsonl"),
+                 "mxeval/multi_humaneval/HumanEval_php_v1.1.jsonl", "humaneval_xl/php/English.jsonl",
+                 reads=("/etc/php",)),
         Language("python", "high", "main.py", ("python3", "main.py"), "python3", "python", ("function_definition",),
                  ("import_statement", "import_from_statement"), r"^\s*def\s+{name}\s*\(",
                  "mxeval/mbxp/mbpp_release_v1.jsonl", "mxeval/multi_humaneval/HumanEval.jsonl",
@@ -88,7 +93,8 @@ LANGUAGES: dict[str, Language] = {
         Language("java", "high", "Main.java", ("sh", "-c", _JAVA_BUILD), "javac", "java", ("method_declaration",),
                  ("import_declaration",), r"^\s*(?:(?:public|private|protected|static|final)\s+)*[\w<>\[\],.? ]+\s+{name}\s*\(",
                  "mxeval/mbxp/mbjp_release_v1.2.jsonl", "mxeval/multi_humaneval/HumanEval_java_v1.1.jsonl",
-                 "humaneval_xl/java/English.jsonl", compile_s=15.0, memory_mb=4096, closing="}\n"),
+                 "humaneval_xl/java/English.jsonl", compile_s=15.0, memory_mb=4096, closing="}\n",
+                 reads=("/etc/java-*-openjdk",)),  # the JDK's conf/ and security files link here
     )
 }
 
@@ -200,4 +206,5 @@ def limits(language: Language, timeout_s: float) -> Limits:
 
 def run_program(language: Language, program: str, timeout_s: float = 5.0) -> Execution:
     """Run one program in the sandbox (``harness/sandbox.py``)."""
-    return execute(list(language.command), {language.filename: program}, limits(language, timeout_s), env=language.env)
+    return execute(list(language.command), {language.filename: program}, limits(language, timeout_s), env=language.env,
+                   reads=language.reads)

@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +62,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def warn_if_not_isolated() -> None:
+    """One line on stderr, before any program runs, naming what this machine's sandbox cannot
+    give the model's programs (and so what they could reach)."""
+    from harness.sandbox import missing_isolation
+
+    missing = missing_isolation()
+    if missing:
+        print(f"code-repair: warning: model-written programs run without {', '.join(missing)} on this machine "
+              "(run as root on a Linux kernel with namespaces for the full sandbox)", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,7 @@ class CodeRepair(Task):
                 + ("" if language.name == "swift" else " (scripts/install.sh installs it)")
             )
         problems = load_problems(data, language, self.config.dataset, self.config.split)
+        warn_if_not_isolated()
         return [Doc(p["task_id"], p) for p in problems]
 
     # -- metrics -------------------------------------------------------------------------------

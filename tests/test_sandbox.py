@@ -4,15 +4,20 @@ environment, signalling the harness) that must all get fail verdicts with no esc
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from conftest import MIRROR, REPO
+from harness import sandbox
 from harness.sandbox import SANDBOX_UID, Limits, execute, isolation
-from hostile.programs import BENIGN, FAMILIES  # tests/ is on sys.path (rootdir conftest)
+from hostile.programs import BENIGN, FAMILIES, SNOOP  # tests/ is on sys.path (rootdir conftest)
 
 REQUIRE = os.environ.get("HARNESS_REQUIRE_TOOLCHAINS") == "1"  # CI: a missing toolchain fails
 SECRET = "harness-secret-7f3a9c"
@@ -43,7 +48,83 @@ def _sandbox_processes() -> list[int]:
 def test_isolation_is_complete_when_running_as_root():
     if os.geteuid() != 0:
         pytest.skip("namespaces and the uid switch need root; the sandbox falls back to rlimits")
-    assert {"netns", "mountns-readonly", "pidns", "uid", "rlimits"} <= set(isolation())
+    assert set(isolation()) == set(sandbox.FULL_ISOLATION) and sandbox.missing_isolation() == ()
+
+
+def _needs_tree() -> None:
+    if "minimal-root" not in isolation():
+        if REQUIRE and os.geteuid() == 0:
+            pytest.fail("running as root, but the sandbox could not build its minimal tree")
+        pytest.skip("the minimal tree needs root and mount namespaces")
+
+
+TREE_ROOT = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
+
+
+def test_a_program_sees_only_the_minimal_tree():
+    _needs_tree()
+    from harness.models import cache_dir
+    from harness.runner import default_runs_dir
+
+    host = [str(REPO), str(Path.home()), str(MIRROR), str(cache_dir()), str(default_runs_dir().resolve()),
+            "/home", "/root", "/work", "/opt", "/var", "/srv", "/mnt", "/media", "/run", "/sys", "/boot"]
+    program = (
+        "import json, os\n"
+        "print(json.dumps({'root': sorted(os.listdir('/')), 'etc': sorted(os.listdir('/etc')), 'dev': sorted(os.listdir('/dev')),"
+        " 'tmp': sorted(os.listdir('/tmp')), 'cwd': os.getcwd(), 'pids': sorted(p for p in os.listdir('/proc') if p.isdigit()),"
+        f" 'visible': [p for p in {host!r} if os.path.exists(p)]}}))\n"
+    )
+    result = execute(["python3", "main.py"], {"main.py": program})
+    assert result.passed, result
+    seen = json.loads(result.stdout)
+    assert set(seen["root"]) <= TREE_ROOT and {"usr", "etc", "dev", "proc", "tmp"} <= set(seen["root"]), seen["root"]
+    allowed_etc = {Path(p).name for p in sandbox.BASE_READS if p.startswith("/etc/")} | {"passwd", "group"}
+    assert set(seen["etc"]) <= allowed_etc, seen["etc"]
+    assert set(seen["dev"]) == {"null", "zero", "random", "urandom", "full", "fd", "stdin", "stdout", "stderr"}
+    assert seen["visible"] == [], "the program sees host folders"
+    assert len(seen["pids"]) <= 2  # the namespace's init and the program itself
+    assert Path(seen["cwd"]).name.startswith("harness-sandbox-")
+
+
+@pytest.fixture
+def planted():
+    """World-readable files holding the secret in the checkout, in $HOME and in /tmp."""
+    name = f".sandbox-planted-{uuid.uuid4().hex[:8]}"
+    paths = [REPO / name, Path.home() / name, Path(tempfile.gettempdir()) / name]
+    for path in paths:
+        path.write_text(f"{SECRET}\n")
+        path.chmod(0o644)
+    yield paths
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _snoop(family: str, planted: list[Path]) -> str:
+    return (SNOOP[family].replace("{planted}", ",".join(map(str, planted))).replace("{harness_pid}", str(os.getpid()))
+            .replace("{secret}", SECRET))
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_program_reads_nothing_of_the_host(family, planted, monkeypatch):
+    _toolchain(family)
+    _needs_tree()
+    monkeypatch.setenv("HARNESS_TEST_SECRET", SECRET)
+    filename, command, _, _ = FAMILIES[family]
+    result = execute(command, {filename: _snoop(family, planted)}, _limits(family), reads=_reads(family))
+    assert SECRET not in result.stdout + result.stderr
+    # It ran to its end (no crash, no build error) and found nothing: planted files, the
+    # harness's /proc, inherited descriptors, links, ptrace all failed.
+    assert (result.exit_code, result.stderr.strip()) == (1, ""), result
+    assert result.stdout.strip() == ""
+
+
+def test_without_the_tree_the_same_program_reads_the_host(planted, monkeypatch):
+    """The hostile program is not vacuous: on the read-only host file system (the sandbox
+    before the minimal tree) it finds the file planted in /tmp and prints it."""
+    _needs_tree()
+    monkeypatch.setattr(sandbox, "isolation", lambda: tuple(p for p in sandbox.FULL_ISOLATION if p != "minimal-root"))
+    result = execute(["python3", "main.py"], {"main.py": _snoop("python", planted)})
+    assert result.passed and SECRET in result.stdout and str(planted[2]) in result.stdout, result
 
 
 def test_pass_fail_rule_follows_the_paper(tmp_path):
@@ -60,6 +141,13 @@ def test_pass_fail_rule_follows_the_paper(tmp_path):
         execute(["true"], {"../evil.txt": "x"})
 
 
+def _reads(family: str) -> tuple[str, ...]:
+    """What the family's toolchain may read: its code-repair language's declaration."""
+    from tasks.code_languages import LANGUAGES
+
+    return LANGUAGES[family].reads if family in LANGUAGES else ()
+
+
 def _limits(family: str) -> Limits:
     wall = FAMILIES[family][3]
     return Limits(wall_s=wall, cpu_s=int(wall) + 5, memory_mb=2048 if family in ("go", "java") else 1024, processes=32)
@@ -69,7 +157,7 @@ def _limits(family: str) -> Limits:
 def test_each_toolchain_runs_a_benign_program(family):
     _toolchain(family)
     filename, command, _, _ = FAMILIES[family]
-    result = execute(command, {filename: BENIGN[family]}, _limits(family))
+    result = execute(command, {filename: BENIGN[family]}, _limits(family), reads=_reads(family))
     assert result.passed and result.stdout == "hello\n", result
 
 
@@ -85,7 +173,7 @@ def test_hostile_program_gets_a_fail_verdict_and_escapes_nothing(family, behavio
     source = programs[behaviour].replace("{marker}", str(marker)).replace("{harness_pid}", str(os.getpid())).replace("{secret}", SECRET)
     limits = _limits(family)
     began = time.monotonic()
-    result = execute(command, {filename: source}, limits)
+    result = execute(command, {filename: source}, limits, reads=_reads(family))
     assert not result.passed, f"{family} {behaviour} passed: {result}"
     assert time.monotonic() - began < wall + 5
     assert not marker.exists(), "wrote outside its directory"
