@@ -72,6 +72,7 @@ def test_a_program_sees_only_the_minimal_tree():
         "import json, os\n"
         "print(json.dumps({'root': sorted(os.listdir('/')), 'etc': sorted(os.listdir('/etc')), 'dev': sorted(os.listdir('/dev')),"
         " 'tmp': sorted(os.listdir('/tmp')), 'cwd': os.getcwd(), 'pids': sorted(p for p in os.listdir('/proc') if p.isdigit()),"
+        " 'fds': sorted(os.listdir('/proc/self/fd')),"
         f" 'visible': [p for p in {host!r} if os.path.exists(p)]}}))\n"
     )
     result = execute(["python3", "main.py"], {"main.py": program})
@@ -83,6 +84,7 @@ def test_a_program_sees_only_the_minimal_tree():
     assert set(seen["dev"]) == {"null", "zero", "random", "urandom", "full", "fd", "stdin", "stdout", "stderr"}
     assert seen["visible"] == [], "the program sees host folders"
     assert len(seen["pids"]) <= 2  # the namespace's init and the program itself
+    assert set(seen["fds"]) <= {"0", "1", "2", "3"}  # stdin, stdout, stderr (3: the listing's own handle)
     assert Path(seen["cwd"]).name.startswith("harness-sandbox-")
 
 
@@ -189,3 +191,17 @@ def test_hostile_program_gets_a_fail_verdict_and_escapes_nothing(family, behavio
         while _sandbox_processes() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _sandbox_processes() == [], "processes outlived the run"
+
+
+def test_code_repair_says_in_one_line_what_this_machine_cannot_isolate(mirror, monkeypatch, capsys):
+    from harness.data import DataStore
+    from harness.runner import make_task
+
+    task = make_task("code-repair", {"language": "python"})
+    monkeypatch.setattr(sandbox, "isolation", lambda: tuple(p for p in sandbox.FULL_ISOLATION if p not in ("minimal-root", "netns")))
+    assert task.load_docs(DataStore(str(mirror)))
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "without netns, minimal-root" in warning
+    monkeypatch.setattr(sandbox, "isolation", lambda: sandbox.FULL_ISOLATION)
+    task.load_docs(DataStore(str(mirror)))
+    assert capsys.readouterr().err == ""
