@@ -194,16 +194,18 @@ def _write_tables(data_dir: Path, tasks: dict[str, dict[str, Any]], grid: dict[s
                [[r["system"], *[_csv_value(r["cells"].get(c)) for c in columns], r["mean_win_rate"]] for r in grid["rows"]])
 
 
-def _outcome_field(task: str, config: dict[str, Any]) -> str | None:
+def _outcome_field(task: str, config: dict[str, Any]) -> tuple[str | None, bool]:
     """The 0/1 per-sample field of the task's first proportion metric (right/wrong, attack
-    succeeded, game won): what the run page's outcome filter splits on."""
+    succeeded, game won), what the run page's outcome filter splits on, and whether 1 is the
+    good outcome (an attack that succeeded is not)."""
     from harness.runner import make_task
 
     try:
         metrics = make_task(task, config).metrics()
     except HarnessError:
-        return None
-    return next((m.fields[0] for m in metrics if m.ci == "wilson" and len(m.fields) == 1), None)
+        return None, True
+    found = next((m for m in metrics if m.ci == "wilson" and len(m.fields) == 1), None)
+    return (found.fields[0], found.higher_is_better) if found else (None, True)
 
 
 def _samples_js(run: RunDir) -> tuple[str, list[str]]:
@@ -252,8 +254,9 @@ def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[
         "metrics": _metric_rows(e), "cost": results.get("cost", {}), "timing": results.get("timing", {}),
         "protocol": results.get("protocol"), "method_settings": results.get("method_settings", {}),
         "artifacts": [a for a in results.get("artifacts", []) if a.endswith((".svg", ".png")) and (folder / a).is_file()],
-        "outcome_field": _outcome_field(e.task, e.task_config), "fields": fields, "papers": papers_for,
+        "fields": fields, "papers": papers_for,
     }
+    page["outcome_field"], page["outcome_one_is_good"] = _outcome_field(e.task, e.task_config)
     html = environment.get_template("run.html.j2").render(page=page, title=f"run {e.run_id}")
     (folder / "index.html").write_text(html, encoding="utf-8")
 
