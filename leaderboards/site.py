@@ -252,7 +252,7 @@ def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[
         "dropped_fields": (published.get("samples") or {}).get("dropped_fields", []),
         "spec": spec.as_dict() | {"selection": {k: v for k, v in spec.selection.items() if k != "doc_ids"}},
         "metrics": _metric_rows(e), "cost": results.get("cost", {}), "timing": results.get("timing", {}),
-        "protocol": results.get("protocol"), "method_settings": results.get("method_settings", {}),
+        "protocol": results.get("protocol") or {}, "method_settings": results.get("method_settings") or {},
         "artifacts": [a for a in results.get("artifacts", []) if a.endswith((".svg", ".png")) and (folder / a).is_file()],
         "fields": fields, "papers": papers_for,
     }
