@@ -196,6 +196,18 @@ def test_committed_results_are_sound():
     assert publish.verify(RESULTS) == []
 
 
+def test_nothing_published_is_git_ignored():
+    """A CI checkout holds only what git tracks: an ignore rule matching site/runs/ once shipped a site without its run pages."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    import subprocess
+
+    published = [str(path.relative_to(REPO)) for root in (RESULTS, SITE) for path in root.rglob("*") if path.is_file()]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, input="\n".join(published),
+                             capture_output=True, text=True).stdout.split()
+    assert not ignored, f"git ignores published files, so CI would not see them: {ignored[:5]}"
+
+
 def test_committed_site_is_up_to_date_with_results(tmp_path):
     from leaderboards.site import build_site
 
