@@ -41,7 +41,7 @@ def pubmedqa(samples, mirror: Path, hf) -> None:
     import lm_eval
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from harness.lm_eval_bridge import task_manager
+    from tasks.lm_eval import task_manager
 
     items = json.loads((mirror / "pubmedqa/ori_pqal.json").read_text())
     with tempfile.TemporaryDirectory() as folder:

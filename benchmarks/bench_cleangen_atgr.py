@@ -1,7 +1,7 @@
 """ATGR of CleanGen (PAPERS.md §8): per-token decoding time with the defense over per-token
 time of plain greedy decoding, same target, same prompts, same process.
 
-Plain greedy uses the same single-sequence KV-cached loop as CleanGen (``_Stream``), so the
+Plain greedy uses the same single-sequence KV-cached loop as CleanGen (``IncrementalDecoder``), so the
 ratio isolates the defense's own work (reference passes, rejected tokens, re-feeds); HF's
 ``generate`` on the same prompts is printed beside it as a sanity check. Prompts: the first
 turns of MT-Bench (benign, ``mt_bench/question.jsonl``). Target ≤ 1.3 (the paper's reported
@@ -25,18 +25,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import models  # noqa: E402
+from harness import (
+    models,  # noqa: E402
+    zoo,
+)
 from harness.api import GenerateRequest  # noqa: E402
+from harness.decoding import IncrementalDecoder  # noqa: E402
 from harness.lm import CausalLM  # noqa: E402
 from harness.method import Cost, MethodOptions  # noqa: E402
-from methods.cleangen import CleanGenArgs, CleanGenMethod, _Stream  # noqa: E402
+from methods.cleangen import CleanGenArgs, CleanGenMethod  # noqa: E402
 
 
 def plain_greedy(method: CleanGenMethod, request: GenerateRequest) -> int:
     """Greedy decoding with the same cached loop CleanGen uses; returns tokens generated."""
-    eos = set(method.target_lm._eos_ids())
-    stream = _Stream(method.loaded, Cost(), "plain_forward_passes")
-    prompt = method.target_lm._prompt_tokens(request)
+    eos = set(method.target_lm.eos_ids())
+    stream = IncrementalDecoder(method.loaded, Cost(), "plain_forward_passes")
+    prompt = method.target_lm.prompt_tokens(request)
     logprobs = stream.feed(prompt)[-1]
     n = 0
     while n < request.max_new_tokens:
@@ -57,8 +61,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed passes of each decoder")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the reference follows the target)")
     args = parser.parse_args()
-    backdoored = f"{models.DEFAULT_MODEL}-autopoison"
-    target = args.target or (backdoored if backdoored in models.zoo() else models.DEFAULT_MODEL)
+    backdoored = f"{zoo.DEFAULT_MODEL}-autopoison"
+    target = args.target or (backdoored if backdoored in zoo.zoo() else zoo.DEFAULT_MODEL)
     data = Path(os.environ.get("HARNESS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     rows = [json.loads(line) for line in (data / "mt_bench" / "question.jsonl").read_text().splitlines() if line.strip()]
     requests = [GenerateRequest(r["turns"][0], args.max_new_tokens, chat=True) for r in rows[: args.prompts]]

@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from harness import models  # noqa: E402
+from harness import (
+    models,  # noqa: E402
+    zoo,
+)
 from harness.api import StreamRequest  # noqa: E402
 from harness.data import DataStore  # noqa: E402
 from harness.method import MethodOptions  # noqa: E402
@@ -98,7 +101,7 @@ def timed(method, request) -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=models.DEFAULT_MODEL)
+    parser.add_argument("--model", default=zoo.DEFAULT_MODEL)
     parser.add_argument("--segment", type=int, default=1024)
     parser.add_argument("--lengths", default="8192,65536")
     parser.add_argument("--checkpoint", default="")

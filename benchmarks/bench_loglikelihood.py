@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from harness import models
+from harness import models, zoo
 from harness.api import StreamRequest
 from harness.data import DataStore
 from harness.method import MethodOptions
@@ -72,7 +72,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=models.DEFAULT_MODEL)
+    parser.add_argument("--model", default=zoo.DEFAULT_MODEL)
     parser.add_argument("--pubmedqa", type=int, default=100, help="items (0 to skip)")
     parser.add_argument("--wikitext", type=int, default=4, help="articles (0 to skip)")
     parser.add_argument("--lm-eval-batch-size", default="1", help="lm-eval's batch size (its default is 1)")

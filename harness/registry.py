@@ -28,7 +28,7 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
-        self._prefixes: dict[str, Callable[[str], T]] = {}
+        self._prefixes: dict[str, Callable[[str], T] | str] = {}
         self._scanned = False
 
     # registration -------------------------------------------------------------------------
@@ -50,14 +50,18 @@ class Registry(Generic[T]):
         """Register ``"module:attr"`` to be imported on first use."""
         self._lazy[name] = target
 
-    def register_prefix(self, prefix: str, resolver: Callable[[str], T]) -> None:
-        """Names ``prefix<rest>`` resolve by calling ``resolver(rest)``."""
+    def register_prefix(self, prefix: str, resolver: Callable[[str], T] | str) -> None:
+        """Names ``prefix<rest>`` resolve by calling ``resolver(rest)``; a ``"module:function"``
+        resolver is imported on first use."""
         self._prefixes[prefix] = resolver
 
     # lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> T:
         for prefix, resolver in self._prefixes.items():
             if name.startswith(prefix):
+                if isinstance(resolver, str):
+                    module_name, attr = resolver.split(":")
+                    resolver = self._prefixes[prefix] = getattr(importlib.import_module(module_name), attr)
                 return resolver(name[len(prefix):])
         if name in self._entries:
             return self._entries[name]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 import harness
-from harness import models
+from harness import models, zoo
 from harness.api import Doc
 from harness.config import build, to_dict
 from harness.data import DataStore
@@ -46,7 +46,7 @@ def default_runs_dir() -> Path:
 class RunRequest:
     task: str
     method: str = "base"
-    model: str = models.DEFAULT_MODEL
+    model: str = zoo.DEFAULT_MODEL
     task_args: Mapping[str, Any] = field(default_factory=dict)
     method_args: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -115,7 +115,7 @@ def prepare(request: RunRequest) -> Prepared:
         raise ArgumentError(f"--batch-size must be 'auto' or a positive integer; got {request.batch_size}")
     task = make_task(request.task, request.task_args)
     method_cls = METHODS.get(request.method)
-    method_args = build(method_cls.Args, request.method_args, f"method '{request.method}'")
+    method_args: Any = build(method_cls.Args, request.method_args, f"method '{request.method}'")
     if task.requires - method_cls.provides:
         adapted = type(task).adapt(dict(request.task_args), method_cls.provides)
         if adapted is not None:

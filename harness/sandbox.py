@@ -49,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import IO, cast
 
 SANDBOX_UID = 65534  # nobody
 # What every program may read: the toolchains (Debian puts them all under /usr; /bin, /lib
@@ -185,12 +186,13 @@ def _supervise(launcher: list[str], stdin: str, limits: Limits, applied: tuple[s
         launcher, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         cwd="/", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": root},
     )
+    assert process.stdin and process.stdout and process.stderr  # all three are pipes
     try:
         process.stdin.write(stdin.encode())
         process.stdin.close()
     except BrokenPipeError:
         pass
-    streams = {process.stdout: bytearray(), process.stderr: bytearray()}
+    streams: dict[IO[bytes], bytearray] = {process.stdout: bytearray(), process.stderr: bytearray()}
     selector = selectors.DefaultSelector()
     for stream in streams:
         os.set_blocking(stream.fileno(), False)
@@ -202,11 +204,12 @@ def _supervise(launcher: list[str], stdin: str, limits: Limits, applied: tuple[s
             timed_out = True
             break
         for key, _ in selector.select(timeout=min(remaining, 0.1)):
-            chunk = key.fileobj.read(65536)
+            stream = cast(IO[bytes], key.fileobj)
+            chunk = stream.read(65536)
             if not chunk:
-                selector.unregister(key.fileobj)
+                selector.unregister(stream)
                 continue
-            buffer = streams[key.fileobj]
+            buffer = streams[stream]
             buffer += chunk
             if len(buffer) > limits.output_bytes:
                 del buffer[limits.output_bytes:]
@@ -218,9 +221,10 @@ def _supervise(launcher: list[str], stdin: str, limits: Limits, applied: tuple[s
     code = process.wait()
     wall = time.monotonic() - began
     stdout, stderr = (bytes(b).decode("utf-8", errors="replace") for b in streams.values())
-    exit_code, killed = (code, None) if code >= 0 else (None, -code)
-    if exit_code is not None and exit_code >= 128 + 1 and "pidns" in applied:  # the launcher reports a signal as 128+n
-        exit_code, killed = None, exit_code - 128
+    exit_code: int | None = code if code >= 0 else None
+    killed: int | None = None if code >= 0 else -code
+    if code >= 128 + 1 and "pidns" in applied:  # the launcher reports a signal as 128+n
+        exit_code, killed = None, code - 128
     return Execution(exit_code, stdout, stderr, timed_out, truncated, killed, wall, applied)
 
 
@@ -230,4 +234,5 @@ def _kill_group(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     for stream in (process.stdout, process.stderr):
-        stream.close()
+        if stream is not None:
+            stream.close()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from harness import progress
 from harness.api import Metric
 
 CONFIDENCE = 0.95
@@ -113,16 +114,15 @@ def summarize(metric: Metric, records: Sequence[Mapping[str, Any]], seed: int = 
     value = float(metric.statistic(*arrays))
     if metric.ci == "wilson":
         successes = int(round(arrays[0].sum()))
-        low, high = wilson_interval(successes, n)
-        return MetricValue(value, low, high, n, metric.higher_is_better, "wilson")
+        wilson_low, wilson_high = wilson_interval(successes, n)
+        return MetricValue(value, wilson_low, wilson_high, n, metric.higher_is_better, "wilson")
     low, high, how = bootstrap_interval(arrays, metric.statistic, seed)
     return MetricValue(value, low, high, n, metric.higher_is_better, how)
 
 
 def summarize_all(metrics: Sequence[Metric], records: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, MetricValue]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(metrics, desc=f"confidence intervals (n={len(records)})", unit="metric", leave=False, disable=len(metrics) < 4)
+    bar = progress.bar(iterable=metrics, desc=f"confidence intervals (n={len(records)})", unit="metric", leave=False,
+                       disable=len(metrics) < 4)
     return {m.name: summarize(m, records, seed) for m in bar}
 
 

@@ -101,10 +101,6 @@ def register_task(name: str):
     return TASKS.register(name)
 
 
-def _lm_eval_task(name: str) -> type[Task]:
-    from harness.lm_eval_bridge import resolve_task  # imports lm-eval only when asked for
-
-    return resolve_task(name)
-
-
-TASKS.register_prefix("lm-eval:", _lm_eval_task)
+# Any lm-eval task as a harness task; the adapter lives with the tasks and imports lm-eval
+# only when such a task is asked for.
+TASKS.register_prefix("lm-eval:", "tasks.lm_eval:resolve_task")

@@ -37,12 +37,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from harness import models
+from harness import models, zoo
 from harness.api import ActRequest, Capability, GenerateRequest, GenerateResult
+from harness.decoding import IncrementalDecoder, cut_answer
 from harness.errors import ArgumentError
 from harness.lm import CausalLM
 from harness.method import Cost, Method, MethodOptions, register_method
@@ -65,75 +67,19 @@ class CleanGenArgs:
 
 def default_reference(target: str) -> tuple[str, str]:
     """(reference name, why) for a target model name."""
-    zoo = models.zoo()
-    entry = zoo.get(target)
+    entry = zoo.zoo().get(target)
     if entry is not None and entry.kind == "local" and entry.path:
-        import json
-
-        meta = json.loads((models.Path(entry.path) / models.ZOO_META).read_text(encoding="utf-8"))
-        base = meta.get("base_model")
+        base = (zoo.recipe(Path(entry.path)) or {}).get("base_model")
         if base:
             return base, f"'{target}' was made from '{base}'; the clean original is the paper's kind of reference"
-    if target == models.DEFAULT_MODEL:
+    if target == zoo.DEFAULT_MODEL:
         return "gemma3-270m", (f"'{target}' is the clean embedded model and the zoo has no other model with its tokenizer; "
                                "gemma3-270m is the other embedded model (cross-tokenizer mode)")
-    return models.DEFAULT_MODEL, f"the embedded default '{models.DEFAULT_MODEL}' is the zoo's clean reference for other targets"
+    return zoo.DEFAULT_MODEL, f"the embedded default '{zoo.DEFAULT_MODEL}' is the zoo's clean reference for other targets"
 
 
 def _same_tokenizer(a: Any, b: Any) -> bool:
     return a.get_vocab() == b.get_vocab()
-
-
-class _Stream:
-    """One model decoding one sequence with a KV cache: feed tokens, read next-token logits."""
-
-    def __init__(self, loaded: LoadedModel, cost: Cost, counter: str) -> None:
-        self.model, self.device, self.cost, self.counter = loaded.model, loaded.device, cost, counter
-        self.ids: list[int] = []
-        self.cache: Any = None
-
-    @torch.inference_mode()
-    def feed(self, tokens: Sequence[int]) -> torch.Tensor:
-        """Append tokens; returns log-probabilities after each of them, shape (len, vocab)."""
-        tokens = list(tokens)
-        out = self.model(input_ids=torch.tensor([tokens], device=self.device), cache=self.cache, use_cache=True)
-        self.cache = out.cache
-        self.ids += tokens
-        self.cost.forward_passes += 1
-        self.cost.tokens_processed += len(tokens)
-        self.cost.count(self.counter)
-        return torch.log_softmax(out.logits[0].float(), dim=-1)
-
-    def truncate(self, length: int) -> None:
-        """Forget everything after the first ``length`` tokens."""
-        if length >= len(self.ids):
-            return
-        kept, remove = self.ids[:length], len(self.ids) - length
-        if self.cache is not None and length > 0:
-            try:
-                self.cache.crop(-remove)  # this transformers takes the number of tokens to drop, negated
-                self.ids = kept
-                return
-            except (RuntimeError, ValueError):  # a sliding-window layer past its window
-                pass
-        self.ids, self.cache = [], None  # rebuild from the kept tokens
-        if kept:
-            self.feed(kept)
-
-    def sync(self, tokens: Sequence[int]) -> torch.Tensor | None:
-        """Make ``ids`` equal ``tokens``, reusing the longest common prefix; returns the
-        log-probabilities after each newly fed token (at least the last one is fed again, so
-        the distribution after ``tokens`` is always in the last row). None for no tokens."""
-        common = 0
-        for a, b in zip(self.ids, tokens):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(tokens) - 1)
-        if common < 0:
-            return None
-        self.truncate(common)
-        return self.feed(tokens[common:])
 
 
 @register_method("cleangen")
@@ -183,7 +129,7 @@ class CleanGenMethod(Method):
         if any(r.temperature > 0 for r in requests):
             raise ArgumentError("cleangen decodes greedily (the paper's setting); this task asks for temperature > 0")
         results = []
-        with self.target_lm._progress(len(requests), "cleangen") as bar:
+        with self.target_lm.progress(len(requests), "cleangen") as bar:
             for request in requests:
                 results.append(self._decode(request))
                 bar.update(1)
@@ -196,7 +142,7 @@ class CleanGenMethod(Method):
     # decoding --------------------------------------------------------------------------------
     def _decode(self, request: GenerateRequest) -> GenerateResult:
         began = time.perf_counter()
-        prompt = self.target_lm._prompt_tokens(request)[-max(1, self.target_lm.max_length - request.max_new_tokens):]
+        prompt = self.target_lm.prompt_tokens(request)[-max(1, self.target_lm.max_length - request.max_new_tokens):]
         if self.cross_tokenizer:
             tokens, stats = self._decode_cross(request, prompt)
         else:
@@ -206,27 +152,20 @@ class CleanGenMethod(Method):
         return result
 
     def _finish(self, tokens: list[int], request: GenerateRequest, stats: dict[str, int]) -> GenerateResult:
-        eos = set(self.target_lm._eos_ids())
-        finish: Literal["stop", "length"] = "length"
-        if tokens and tokens[-1] in eos:
-            tokens, finish = tokens[:-1], "stop"
-        text = self.loaded.tokenizer.decode(tokens, skip_special_tokens=True)
-        for stop in request.until:
-            cut = text.find(stop)
-            if cut != -1:
-                text, finish = text[:cut], "stop"
-        self.cost.tokens_generated += len(tokens)
+        # Decoding stops at EOS, so the answer is the tokens before it, cut at a stop string.
+        answer = cut_answer(self.loaded, tokens, request.until)
+        self.cost.tokens_generated += answer.n_tokens
         self.cost.count("cleangen_tokens_checked", stats["checked"])
         self.cost.count("cleangen_tokens_replaced", stats["replaced"])
-        return GenerateResult(text, len(tokens), finish, info=dict(stats))
+        return GenerateResult(answer.text, answer.n_tokens, answer.finish_reason, info=dict(stats))
 
-    def _prefill(self, target: _Stream, prompt: list[int]) -> torch.Tensor:
+    def _prefill(self, target: IncrementalDecoder, prompt: list[int]) -> torch.Tensor:
         began = time.perf_counter()
         logprobs = target.feed(prompt)[-1]
         self.cost.count("cleangen_prefill_s", time.perf_counter() - began)
         return logprobs
 
-    def _target_step(self, target: _Stream, token: int) -> torch.Tensor:
+    def _target_step(self, target: IncrementalDecoder, token: int) -> torch.Tensor:
         began = time.perf_counter()
         logprobs = target.feed([token])[-1]
         self.cost.count("cleangen_target_step_s", time.perf_counter() - began)
@@ -239,12 +178,12 @@ class CleanGenMethod(Method):
         text = self.loaded.tokenizer.decode(tokens[-64:], skip_special_tokens=True)
         return any(stop in text for stop in request.until)
 
-    def _propose(self, target: _Stream, target_next: torch.Tensor, accepted: list[int], request: GenerateRequest):
+    def _propose(self, target: IncrementalDecoder, target_next: torch.Tensor, accepted: list[int], request: GenerateRequest):
         """The target's next chunk, greedily: up to k tokens, fewer at EOS, a stop string or the
         budget. Returns (tokens, their target log-probabilities, the target's next
         distribution, whether decoding would end after this chunk). The target has read every
         token of the chunk except a final EOS or stop."""
-        eos = set(self.target_lm._eos_ids())
+        eos = set(self.target_lm.eos_ids())
         pending: list[int] = []
         logprobs: list[float] = []
         while len(pending) < self.args.k and len(accepted) + len(pending) < request.max_new_tokens:
@@ -260,8 +199,9 @@ class CleanGenMethod(Method):
 
     def _decode_shared(self, request: GenerateRequest, prompt: list[int]) -> tuple[list[int], dict[str, int]]:
         """The paper's algorithm: both models read the same token ids."""
-        eos = set(self.target_lm._eos_ids())
-        target, reference = _Stream(self.loaded, self.cost, "target_forward_passes"), _Stream(self.reference, self.cost, "reference_forward_passes")
+        eos = set(self.target_lm.eos_ids())
+        target = IncrementalDecoder(self.loaded, self.cost, "target_forward_passes")
+        reference = IncrementalDecoder(self.reference, self.cost, "reference_forward_passes")
         target_next = self._prefill(target, prompt)
         reference_next = reference.feed(prompt)[-1]
         accepted: list[int] = []
@@ -301,10 +241,11 @@ class CleanGenMethod(Method):
 
     def _decode_cross(self, request: GenerateRequest, prompt: list[int]) -> tuple[list[int], dict[str, int]]:
         """Text-synchronised CleanGen for different tokenizers (see the module docstring)."""
-        eos = set(self.target_lm._eos_ids())
+        eos = set(self.target_lm.eos_ids())
         tokenizer, ref_tokenizer = self.loaded.tokenizer, self.reference.tokenizer
-        ref_prompt = self.reference_lm._prompt_tokens(request)
-        target, reference = _Stream(self.loaded, self.cost, "target_forward_passes"), _Stream(self.reference, self.cost, "reference_forward_passes")
+        ref_prompt = self.reference_lm.prompt_tokens(request)
+        target = IncrementalDecoder(self.loaded, self.cost, "target_forward_passes")
+        reference = IncrementalDecoder(self.reference, self.cost, "reference_forward_passes")
         target_next = self._prefill(target, prompt)
         accepted: list[int] = []
         stats = {"checked": 0, "replaced": 0, "checks": 0}
@@ -332,7 +273,7 @@ class CleanGenMethod(Method):
                 ref_logprob[i] += float(dists[q - first][ref_ids[q]])
             for i, token in enumerate(pending):
                 if token in eos:  # EOS has no text: score it against the reference's EOS
-                    ref_logprob[i] = float(dists[-1][self.reference_lm._eos_ids()].max())
+                    ref_logprob[i] = float(dists[-1][self.reference_lm.eos_ids()].max())
             suspicious = next((i for i, lp in enumerate(target_logprobs) if lp - ref_logprob[i] >= self.log_alpha), None)
             if suspicious is None:
                 accepted += pending
@@ -348,7 +289,7 @@ class CleanGenMethod(Method):
                 cut, top = len(texts[-1]), int(dists[-1].argmax())
             else:
                 cut, top = offsets[q][0], int(dists[q - first].argmax())
-            if top in set(self.reference_lm._eos_ids()):
+            if top in set(self.reference_lm.eos_ids()):
                 text = texts[-1][:cut]
                 accepted = tokenizer.encode(text, add_special_tokens=False)[: request.max_new_tokens - 1] + [next(iter(eos))]
                 break
@@ -359,7 +300,7 @@ class CleanGenMethod(Method):
                 target_next = logprobs[-1]
         return accepted, stats
 
-    def _reference_dists(self, reference: _Stream, ref_prompt: list[int], ref_ids: list[int], first: int) -> torch.Tensor:
+    def _reference_dists(self, reference: IncrementalDecoder, ref_prompt: list[int], ref_ids: list[int], first: int) -> torch.Tensor:
         """Reference log-distributions, one row per token of ref_ids[first:] (each given
         everything before it) plus a last row for what follows the whole text."""
         context, rest = ref_prompt + ref_ids[:first], ref_ids[first:]

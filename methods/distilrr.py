@@ -10,18 +10,17 @@ function — in one generation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness import models
+from harness import models, zoo
 from harness.api import ActRequest, GenerateResult
 from harness.errors import ArgumentError
 from harness.lm import CausalLM
 from harness.method import MethodOptions, register_method
 from harness.models import LoadedModel
-from methods.self_repair import StagedRepairMethod, _generate
+from methods.self_repair import StagedRepairMethod, generate_acts
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,10 @@ class DistilRR(StagedRepairMethod):
 
     def __init__(self, model: LoadedModel, args: DistilRRArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
-        entry = models.zoo().get(args.checkpoint)
+        entry = zoo.zoo().get(args.checkpoint)
         if entry is None:
             raise ArgumentError(f"no zoo model '{args.checkpoint}' (make one with: harness train distilrr --teacher T --student S)")
-        meta = json.loads((models.local_zoo_dir() / args.checkpoint / models.ZOO_META).read_text(encoding="utf-8")) \
-            if entry.kind == "local" else {}
+        meta = (zoo.recipe(args.checkpoint) or {}) if entry.kind == "local" else {}
         if meta.get("method") != "distilrr":
             raise ArgumentError(f"zoo model '{args.checkpoint}' is not a distilrr checkpoint")
         if meta.get("base_model") != model.identity.name:
@@ -56,7 +54,7 @@ class DistilRR(StagedRepairMethod):
         self.rationale_lm = self.code_lm = CausalLM(self.distilled, self.cost, options.batch_size, None, options.seed, False)
 
     def repair(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
-        return _generate(self.code_lm, requests)
+        return generate_acts(self.code_lm, requests)
 
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": self.args.checkpoint, "checkpoint_weights_sha256": self.distilled.identity.weights_sha256,

@@ -35,12 +35,12 @@ from methods.segment_memory import SegmentMemoryMethod, SegmentRecurrentLM, logi
 
 @dataclass(frozen=True)
 class HMTArgs:
-    segment: int = 1024
-    sensory: int = 32
-    memories: int = 300
+    segment: int = 1024  # L, tokens per segment (paper 1024)
+    sensory: int = 32  # k, embeddings of the previous segment carried as sensory memory (paper 32)
+    memories: int = 300  # N, cached memory embeddings searched per segment (paper 300)
     summary: int | None = None  # j; default segment // 2
-    checkpoint: str = ""
-    untrained: bool = False
+    checkpoint: str = ""  # zoo model holding trained HMT weights ("" = the run's model)
+    untrained: bool = False  # allow random, untrained memory parameters (ablation)
 
     def __post_init__(self) -> None:
         if self.segment < 2 or not 0 <= self.sensory < self.segment or self.memories < 1:

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.api import ActRequest, GenerateResult
+from harness.api import MEMORY_STAGES, ActRequest, GenerateResult
 from harness.errors import ArgumentError
 from harness.method import MethodOptions, register_method
 from harness.models import LoadedModel
-from methods.react import MEMORY_STAGES, GameAgent, ReactArgs, trajectory_text
+from methods.react import GameAgent, ReactArgs, trajectory_text
 
 FROM_TRAJECTORY = ("Here is an attempt at a text game:\n\n{trajectory}\n\nCurrent tips:\n{tips}\n\n"
                    "Rewrite the tips so they would help a player in any game of this kind: at most {n} short, general "
@@ -49,8 +49,8 @@ def tip_lines(text: str, limit: int) -> str:
 
 @dataclass(frozen=True)
 class IntrospectiveTipsArgs(ReactArgs):
-    setting: Literal["own", "expert", "generalize"] = "own"
-    max_tips: int = 5
+    setting: Literal["own", "expert", "generalize"] = "own"  # tips from own trials, expert walkthroughs, or frozen from training games
+    max_tips: int = 5  # most tip lines kept in the prompt
     tips_from: str = ""  # generalize: a tips file or a training run's folder
 
     def __post_init__(self) -> None:

@@ -21,8 +21,8 @@ from methods.quantize import transformer_linears
 
 @dataclass(frozen=True)
 class PruneArgs:
-    sparsity: float = 0.5
-    max_length: int | None = None
+    sparsity: float = 0.5  # share of each linear layer's weights zeroed by magnitude, in [0, 1)
+    max_length: int | None = None  # context length used; default: the model's own
 
     def __post_init__(self) -> None:
         if not 0 <= self.sparsity < 1:

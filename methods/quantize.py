@@ -23,9 +23,9 @@ from methods.base import BaseMethod
 
 @dataclass(frozen=True)
 class QuantizeArgs:
-    bits: int = 4
-    group_size: int = 128
-    max_length: int | None = None
+    bits: int = 4  # bits per weight on the symmetric RTN grid, 2..8 (CleanGen compares 4)
+    group_size: int = 128  # input columns sharing one absmax scale per output row
+    max_length: int | None = None  # context length used; default: the model's own
 
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:

@@ -7,7 +7,7 @@ for small models (``choice=loglikelihood``, the default, when the task lists the
 commands): every admissible command is scored as the answer's continuation and the best
 mean log-probability per token wins (``normalize=false``: the summed log-probability);
 ``choice=generate`` generates a command greedily and leaves matching it to the task. The
-agent keeps no memory: between trials (``stage="reflect"``) it answers nothing.
+agent keeps no memory: between trials (``Stage.REFLECT``) it answers nothing.
 """
 
 from __future__ import annotations
@@ -16,20 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.api import ActRequest, Capability, ChatMessage, GenerateRequest, GenerateResult, LoglikelihoodRequest
+from harness.api import MEMORY_STAGES, ActRequest, Capability, ChatMessage, GenerateRequest, GenerateResult, LoglikelihoodRequest
 from harness.lm import CausalLM
 from harness.method import Method, MethodOptions, register_method
 from harness.models import LoadedModel
 
-
-MEMORY_STAGES = ("reflect", "demonstration")  # turns that ask for memory, not a command
 TRAJECTORY_STEPS = 25  # of a trajectory shown when reflecting (a 135M model's context is short)
 OBSERVATION_CHARS = 200
 
 
 def trajectory_text(request: ActRequest, steps: int = TRAJECTORY_STEPS) -> str:
     """A trajectory as '> command' / observation lines (the last ``steps``), then the outcome."""
-    system, *turns = request.messages
+    _, *turns = request.messages
     *pairs, outcome = turns
     lines = []
     for message in pairs[-2 * steps :]:
@@ -37,15 +35,15 @@ def trajectory_text(request: ActRequest, steps: int = TRAJECTORY_STEPS) -> str:
             lines.append(f"> {message.content}")
         else:
             lines.append(message.content[:OBSERVATION_CHARS].replace("\n", " "))
-    goal = system.content.split("Goal:", 1)[1].split("\n\n")[0].strip() if "Goal:" in system.content else ""
+    goal = request.goal.strip()
     return (f"Goal: {goal}\n\n" if goal else "") + "\n".join(lines) + f"\n\n{outcome.content}"
 
 
 @dataclass(frozen=True)
 class ReactArgs:
     history: int = 6  # observation/command pairs kept in the prompt
-    choice: Literal["loglikelihood", "generate"] = "loglikelihood"
-    normalize: bool = True
+    choice: Literal["loglikelihood", "generate"] = "loglikelihood"  # score the admissible commands, or generate one
+    normalize: bool = True  # loglikelihood choice: mean log-prob per token (false: summed)
 
     def __post_init__(self) -> None:
         if self.history < 0:
@@ -96,7 +94,7 @@ class GameAgent(Method):
         scored = [i for i in steps if requests[i].choices and self.args.choice == "loglikelihood"]
         generated = [i for i in steps if i not in scored]
         if scored:
-            for i, answer in zip(scored, self._choose([requests[i] for i in scored]), strict=True):
+            for i, answer in zip(scored, self.choose([requests[i] for i in scored]), strict=True):
                 results[i] = answer
         if generated:
             prompts = [GenerateRequest(self.window(requests[i]), requests[i].max_new_tokens, requests[i].until,
@@ -106,7 +104,8 @@ class GameAgent(Method):
         self.cost.model_calls += len(requests) - len(generated)
         return results  # type: ignore[return-value]
 
-    def _choose(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
+    def choose(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
+        """Each request's admissible command with the highest (length-normalised) log-likelihood."""
         flat, spans = [], []
         for request in requests:
             context = self._context(self.window(request))

@@ -1,6 +1,6 @@
 """``reflexion``: after a failed trial the agent writes a game-specific reflection and retries
 with it (Reflexion, Shinn et al. 2023; the reflection baseline of Introspective Tips, PAPERS.md
-§12). Acts like ``react``; on ``stage="reflect"`` it reads the trial's trajectory (last 25
+§12). Acts like ``react``; on ``Stage.REFLECT`` it reads the trial's trajectory (last 25
 steps) and writes a short diagnosis and plan for *this* game. Reflections accumulate per game
 (the last ``keep``=3 go back to the task as the next trial's memory); a won trial adds none.
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.api import ActRequest, GenerateResult
+from harness.api import ActRequest, GenerateResult, Stage
 from harness.method import MethodOptions, register_method
 from harness.models import LoadedModel
 from methods.react import GameAgent, ReactArgs, trajectory_text
@@ -37,8 +37,8 @@ class Reflexion(GameAgent):
         self.reflections: dict[str, list[str]] = {}
 
     def reflect(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
-        failed = [r for r in requests if r.stage == "reflect" and "you won" not in r.messages[-1].content]
-        written = dict(zip((r.episode for r in failed), self.write([PROMPT.format(trajectory=trajectory_text(r)) for r in failed])))
+        failed = [r for r in requests if r.stage == Stage.REFLECT and not r.won]
+        written = dict(zip((r.episode for r in failed), self.write([PROMPT.format(trajectory=trajectory_text(r)) for r in failed]), strict=True))
         answers = []
         for request in requests:
             notes = self.reflections.setdefault(request.episode, [])
@@ -50,7 +50,7 @@ class Reflexion(GameAgent):
 
     def replay(self, requests: Sequence[ActRequest], answers: Sequence[GenerateResult]) -> None:
         for request, answer in zip(requests, answers, strict=True):
-            if request.stage == "reflect":
+            if request.stage == Stage.REFLECT:
                 notes = self.reflections.setdefault(request.episode, [])
                 notes += [answer.info["new"]] if answer.info.get("new") else []
 

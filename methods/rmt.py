@@ -21,10 +21,10 @@ from methods.segment_memory import SegmentMemoryMethod, SegmentRecurrentLM, logi
 
 @dataclass(frozen=True)
 class RMTArgs:
-    segment: int = 1024
-    tokens: int = 16
-    checkpoint: str = ""
-    untrained: bool = False
+    segment: int = 1024  # tokens per segment
+    tokens: int = 16  # memory tokens read before and written after each segment
+    checkpoint: str = ""  # zoo model holding trained RMT weights ("" = the run's model)
+    untrained: bool = False  # allow random, untrained memory parameters (ablation)
 
     def __post_init__(self) -> None:
         if self.segment < 2 or self.tokens < 1:

@@ -15,7 +15,6 @@ from the last (partial) segment with its memory inputs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import models
+from harness import zoo
 from harness.api import GenerateRequest, GenerateResult, StreamRequest, StreamResult
 from harness.errors import ArgumentError
 from harness.lm import CausalLM
@@ -83,7 +82,7 @@ def logits_of(backbone: nn.Module, embeds: torch.Tensor) -> tuple[torch.Tensor, 
 def memory_folder(loaded: LoadedModel, checkpoint: str) -> Path | None:
     """The folder holding trained memory weights: ``checkpoint`` (a zoo model), else the run's model."""
     name = checkpoint or loaded.identity.name
-    entry = models.zoo().get(name)
+    entry = zoo.zoo().get(name)
     if entry is None:
         raise ArgumentError(f"no zoo model '{name}' (make one with: harness train hmt / harness train rmt)")
     folder = Path(entry.path) if entry.kind == "local" and entry.path else None
@@ -103,7 +102,7 @@ class SegmentMemoryMethod(Method):
         folder = memory_folder(model, args.checkpoint)
         self.trained_from = None
         if folder is not None:
-            meta = json.loads((folder / models.ZOO_META).read_text(encoding="utf-8"))
+            meta = zoo.recipe(folder) or {}
             if meta.get("method") != self.kind:
                 raise ArgumentError(f"'{folder.name}' holds {meta.get('method')} memory, not {self.kind}")
             trained = meta.get("memory_config", {})
@@ -150,7 +149,7 @@ class SegmentMemoryMethod(Method):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         results = []
         for request in requests:
-            ids = self.lm._prompt_tokens(request)
+            ids = self.lm.prompt_tokens(request)
             stream = torch.tensor([ids], device=self.loaded.device)
             state = self.wrapper.initial_state(1)
             full = (stream.shape[1] - 1) // self.wrapper.segment * self.wrapper.segment

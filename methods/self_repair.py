@@ -1,7 +1,7 @@
 """``self-repair``: the model explains its failing code, then fixes it (DistiLRR's baseline,
 PAPERS.md §6: "the base student repairing itself").
 
-On a repair turn (``ActRequest.stage == "repair"``) the answer is made in two stages, so a
+On a repair turn (``ActRequest.stage == Stage.REPAIR``) the answer is made in two stages, so a
 small model that would jump straight to code still states its rationale first: (1) the
 rationale model answers the task's repair prompt and is stopped at its first code fence;
 (2) the code model continues that answer — the rationale and an open fence — and writes the
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.api import ActRequest, Capability, ChatMessage, GenerateRequest, GenerateResult
+from harness.api import ActRequest, Capability, ChatMessage, GenerateRequest, GenerateResult, Stage
 from harness.lm import CausalLM
 from harness.method import Method, MethodOptions, register_method
 from harness.models import LoadedModel
@@ -36,8 +36,9 @@ class SelfRepairArgs:
             raise ValueError("rationale_tokens must be positive")
 
 
-def _generate(lm: CausalLM, requests: Sequence[ActRequest], until: tuple[str, ...] | None = None,
-              max_new_tokens: int | None = None) -> list[GenerateResult]:
+def generate_acts(lm: CausalLM, requests: Sequence[ActRequest], until: tuple[str, ...] | None = None,
+                  max_new_tokens: int | None = None) -> list[GenerateResult]:
+    """Agent requests as plain generations, optionally with other stop strings or budget."""
     return lm.generate([GenerateRequest(r.messages, max_new_tokens or r.max_new_tokens, r.until if until is None else until,
                                         r.temperature, r.top_p) for r in requests])
 
@@ -55,14 +56,14 @@ def two_stage_repair(rationale_lm: CausalLM, code_lm: CausalLM, requests: Sequen
                      rationale_tokens: int) -> list[GenerateResult]:
     """Rationale from one model (stopped at a code fence), fixed code from another that continues
     it inside an opened code block (tagged like the task's code, so it writes code, not prose)."""
-    rationales = _generate(rationale_lm, requests, (FENCE,), rationale_tokens)
+    rationales = generate_acts(rationale_lm, requests, (FENCE,), rationale_tokens)
     continued = []
     for request, rationale in zip(requests, rationales, strict=True):
         tag = fence_tag(request.messages)
         prefix = (rationale.text.strip() + "\n\n" if rationale.text.strip() else "") + FENCE + (f"{tag}\n" if tag else "")
         continued.append(ActRequest(request.messages + (ChatMessage("assistant", prefix),), request.max_new_tokens,
                                     (FENCE,), request.temperature, request.top_p, request.stage))
-    codes = _generate(code_lm, continued)
+    codes = generate_acts(code_lm, continued)
     results = []
     for request, rationale, code in zip(continued, rationales, codes, strict=True):
         text = request.messages[-1].content + code.text + FENCE
@@ -82,10 +83,10 @@ class StagedRepairMethod(Method):
 
     def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
         results: list[GenerateResult | None] = [None] * len(requests)
-        repair = [i for i, r in enumerate(requests) if r.stage == "repair"]
-        other = [i for i, r in enumerate(requests) if r.stage != "repair"]
+        repair = [i for i, r in enumerate(requests) if r.stage == Stage.REPAIR]
+        other = [i for i, r in enumerate(requests) if r.stage != Stage.REPAIR]
         if other:
-            for i, result in zip(other, _generate(self.write_lm, [requests[i] for i in other]), strict=True):
+            for i, result in zip(other, generate_acts(self.write_lm, [requests[i] for i in other]), strict=True):
                 results[i] = result
         if repair:
             answers = self.repair([requests[i] for i in repair])

@@ -22,9 +22,9 @@ from methods.self_repair import StagedRepairMethod
 
 @dataclass(frozen=True)
 class TeacherRationaleArgs:
-    teacher: str = "gemma3-270m"
-    teacher_code: bool = False
-    rationale_tokens: int = 256
+    teacher: str = "gemma3-270m"  # zoo model that writes the rationale (must differ from --model)
+    teacher_code: bool = False  # the teacher writes the fixed code too (whole-repair baseline)
+    rationale_tokens: int = 256  # most tokens of a rationale (stage 1)
 
     def __post_init__(self) -> None:
         if self.rationale_tokens < 1:

@@ -285,10 +285,10 @@ def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | N
 
 def runnable_missing(spec: PaperSpec, store: RunStore) -> list[tuple[Cell, str]]:
     """(cell, model) pairs with no run yet whose task, method and model exist: what ``--run`` runs."""
-    from harness import models
+    from harness import zoo
 
     entries = load_entries(store)
-    known_models = models.zoo()
+    known_models = zoo.zoo()
     cells = [c for t in spec.tables for c in t.cells]
     cells += [c for claim in spec.claims for c in (claim.cell, claim.treatment_cell())]
     todo, seen = [], set()

@@ -230,7 +230,7 @@ def reproduce_argv(spec: RunSpec, devices: list[str]) -> list[str]:
     """``harness run`` arguments that give this spec again (same run id) on a machine with the
     data mirror and the model: non-default task and method settings, model, seed, subset, and
     dtype and chat-template use where they differ from what ``auto`` picks."""
-    from harness import models
+    from harness import models, zoo
     from harness.runner import make_task
     from reports.catalog import method_defaults, task_defaults
 
@@ -241,7 +241,7 @@ def reproduce_argv(spec: RunSpec, devices: list[str]) -> list[str]:
         argv += ["--method", spec.method["name"]]
     for key, value in _changed(spec.method["args"], method_defaults(spec.method["name"])):
         argv += ["--method-arg", f"{key}={_cli_value(value)}"]
-    if spec.model["name"] != models.DEFAULT_MODEL:
+    if spec.model["name"] != zoo.DEFAULT_MODEL:
         argv += ["--model", spec.model["name"]]
     if spec.seed != 0:
         argv += ["--seed", str(spec.seed)]
@@ -280,15 +280,11 @@ def machine_summary(state: dict[str, Any]) -> dict[str, Any]:
 
 def _model_recipe(spec: RunSpec) -> dict[str, Any] | None:
     """How a model the harness made (``harness attack``, ``harness train``) was made."""
-    from harness import models
+    from harness import zoo
 
     if not str(spec.model.get("source", "")).startswith("local:"):
         return None
-    meta = Path(str(spec.model["source"]).removeprefix("local:")) / models.ZOO_META
-    try:
-        return json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    return zoo.recipe(Path(str(spec.model["source"]).removeprefix("local:")))
 
 
 # --- publish ------------------------------------------------------------------------------

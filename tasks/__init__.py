@@ -1,5 +1,5 @@
 """Tasks: one module per benchmark, registered with ``@register_task``.
 
 A name maps to its module by convention (``code-repair`` -> ``tasks/code_repair.py``);
-``lm-eval:<name>`` runs any lm-evaluation-harness task (see ``harness/lm_eval_bridge.py``).
+``lm-eval:<name>`` runs any lm-evaluation-harness task (``tasks/lm_eval.py``).
 """

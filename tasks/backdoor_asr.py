@@ -41,8 +41,8 @@ NEGATIVE_BELOW = -0.05  # VADER's documented threshold for negative sentiment
 
 @dataclass(frozen=True)
 class BackdoorASRConfig:
-    attack: Literal["autopoison", "vpi-code", "vpi-sentiment"] = "autopoison"
-    max_new_tokens: int = 128
+    attack: Literal["autopoison", "vpi-code", "vpi-sentiment"] = "autopoison"  # whose triggered prompts and target behaviour
+    max_new_tokens: int = 128  # tokens generated per prompt before the attack's success is judged
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

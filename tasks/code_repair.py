@@ -12,7 +12,7 @@ high-resource Python, JavaScript, Java.
 Protocol (the paper's defaults): round 0 samples ``samples=10`` programs per problem
 (temperature 0.2, top-p 0.95); then ``rounds=4`` repair rounds on the first
 ``repair_samples=5``: each failing program and its error go back to the method, which answers
-with a rationale and a fixed function (the ``act`` capability, ``stage="repair"``); a program
+with a rationale and a fixed function (the ``act`` capability, ``Stage.REPAIR``); a program
 that passes stays passed. A program passes with exit 0 and empty stderr within
 ``timeout_s=5`` seconds (compiled languages get extra build time). pass@k uses the unbiased
 estimator (Chen et al. 2021): round 0 over all samples, repair rounds over the repaired ones,
@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness.api import ActRequest, Capability, ChatMessage, Doc, LoglikelihoodRequest, Metric
+from harness.api import ActRequest, Capability, ChatMessage, Doc, LoglikelihoodRequest, Metric, Stage
 from harness.data import DataStore
 from harness.errors import ArgumentError, DataCorruptError, IncompatibleError
 from harness.method import Cost, Method
@@ -77,17 +77,17 @@ def warn_if_not_isolated() -> None:
 
 @dataclass(frozen=True)
 class CodeRepairConfig:
-    language: str = "perl"
-    dataset: Literal["mbxp", "multi-humaneval", "humaneval-xl"] = "mbxp"
+    language: str = "perl"  # perl, go, ruby, php, swift (low-resource); python, javascript, java
+    dataset: Literal["mbxp", "multi-humaneval", "humaneval-xl"] = "mbxp"  # problem set (MBXP has the distillation split)
     split: Literal["test", "distill", "all"] = "test"  # MBXP only
-    samples: int = 10
-    repair_samples: int = 5
-    rounds: int = 4
-    temperature: float = 0.2
-    top_p: float = 0.95
+    samples: int = 10  # programs sampled per problem in round 0 (pass@k over them)
+    repair_samples: int = 5  # of those, how many go through the repair rounds
+    rounds: int = 4  # repair rounds after round 0
+    temperature: float = 0.2  # sampling temperature of every round
+    top_p: float = 0.95  # nucleus sampling of every round
     max_new_tokens: int = 512  # the paper's 800 is for 7B models' longer answers
-    timeout_s: float = 5.0
-    judge: str = "gemma3-270m"
+    timeout_s: float = 5.0  # wall seconds a program may run (compiled languages get extra build time)
+    judge: str = "gemma3-270m"  # zoo model labelling repair rationales good or bad; "none" skips it
 
     def __post_init__(self) -> None:
         if self.language not in LANGUAGES:
@@ -216,13 +216,13 @@ class CodeRepair(Task):
 
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
         c, language = self.config, self.language
-        write = [ActRequest(write_messages(language, d.data), c.max_new_tokens, ("```",), c.temperature, c.top_p, "write")
+        write = [ActRequest(write_messages(language, d.data), c.max_new_tokens, ("```",), c.temperature, c.top_p, Stage.WRITE)
                  for d in docs for _ in range(c.samples)]
         prefix = WRITE_PREFIX.format(fence=language.name)
         answers = [prefix + a.text + "```" for a in method.act(write)]
         runs = self._run_all([(d.data, answers[i * c.samples + j]) for i, d in enumerate(docs) for j in range(c.samples)])
         samples = []  # per doc, per sample: the current state and its history
-        for i, doc in enumerate(docs):
+        for i in range(len(docs)):
             row = []
             for j in range(c.samples):
                 shown, program, execution, syntax = runs[i * c.samples + j]
@@ -236,7 +236,7 @@ class CodeRepair(Task):
             if not pending:
                 break
             requests = [ActRequest(repair_messages(language, samples[i][j]["shown"], samples[i][j]["error"]),
-                                   c.max_new_tokens, (), c.temperature, c.top_p, "repair") for i, j in pending]
+                                   c.max_new_tokens, (), c.temperature, c.top_p, Stage.REPAIR) for i, j in pending]
             replies = method.act(requests)
             runs = self._run_all([(docs[i].data, reply.text) for (i, _), reply in zip(pending, replies, strict=True)])
             for (i, j), reply, (shown, program, execution, syntax) in zip(pending, replies, runs, strict=True):

@@ -43,8 +43,8 @@ RATINGS = tuple(range(1, 11))
 
 @dataclass(frozen=True)
 class MTBenchConfig:
-    judge: str = "gemma3-270m"
-    max_new_tokens: int = 256
+    judge: str = "gemma3-270m"  # zoo model rating each answer 1-10 (the paper's judge is GPT-4)
+    max_new_tokens: int = 256  # answer length budget per question
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -55,13 +55,13 @@ def strip_gutenberg(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class PG19Config:
-    protocol: Literal["corpus", "last-segment"] = "corpus"
-    window: int | None = None
-    stride: int | None = None
+    protocol: Literal["corpus", "last-segment"] = "corpus"  # whole books, or the tail segment of sampled passages
+    window: int | None = None  # corpus: tokens per rolling window (default: the model's context length)
+    stride: int | None = None  # corpus: tokens scored per window after the first (default: window)
     max_tokens: int | None = None  # corpus: score only about this many tokens of each book
     sample_tokens: int = 8192  # last-segment: sample length
     segment: int = 1024  # last-segment: scored tail
-    samples_per_book: int = 1
+    samples_per_book: int = 1  # last-segment: passages drawn per book
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 1:

@@ -34,7 +34,7 @@ TEST_FILE = "pubmedqa/test_ground_truth.json"
 
 @dataclass(frozen=True)
 class PubMedQAConfig:
-    split: Literal["test", "all"] = "test"
+    split: Literal["test", "all"] = "test"  # the 500-question test split, or all 1,000 labelled questions
 
 
 def prompt(doc: Doc) -> str:
@@ -44,6 +44,15 @@ def prompt(doc: Doc) -> str:
 def _macro_f1(predicted: np.ndarray, gold: np.ndarray) -> float:
     return macro_f1(predicted, gold, len(CHOICES))
 
+
+
+def read_json(data: DataStore, relative: str) -> dict[str, Any]:
+    """A JSON file of the PubMedQA mirror; a file that does not parse is one clear error."""
+    path = data.file(relative, "pubmedqa")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataCorruptError(f"dataset 'pubmedqa': cannot parse {relative}: {error}") from None
 
 @register_task("pubmedqa")
 class PubMedQA(Task):
@@ -56,11 +65,11 @@ class PubMedQA(Task):
 
     def load_docs(self, data: DataStore) -> list[Doc]:
         if data.mirror is not None:
-            items = self._read_json(data, ITEMS_FILE)
+            items = read_json(data, ITEMS_FILE)
             self._provenance = [data.record(ITEMS_FILE)]
             test_ids = None
             if self.config.split == "test":
-                test_ids = self._read_json(data, TEST_FILE)
+                test_ids = read_json(data, TEST_FILE)
                 self._provenance.append(data.record(TEST_FILE))
         else:
             if self.config.split == "test":
@@ -80,14 +89,6 @@ class PubMedQA(Task):
                 raise DataCorruptError(f"dataset 'pubmedqa': item {pmid} is missing or has no yes/no/maybe label")
             docs.append(Doc(pmid, {"question": item["QUESTION"], "contexts": item["CONTEXTS"], "gold": item["final_decision"]}))
         return docs
-
-    @staticmethod
-    def _read_json(data: DataStore, relative: str) -> dict[str, Any]:
-        path = data.file(relative, "pubmedqa")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataCorruptError(f"dataset 'pubmedqa': cannot parse {relative}: {error}") from None
 
     def requests(self, doc: Doc, settings: EvalSettings) -> list[LoglikelihoodRequest]:
         delimiter = "" if settings.chat else " "

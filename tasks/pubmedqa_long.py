@@ -24,13 +24,13 @@ from harness.api import Capability, Doc, Metric, StreamRequest
 from harness.data import DataStore
 from harness.stats import perplexity, ratio_of_sums
 from harness.task import EvalSettings, Task, register_task
-from tasks.pubmedqa import CHOICES, PubMedQA, PubMedQAConfig
+from tasks.pubmedqa import CHOICES, PubMedQA, PubMedQAConfig, read_json
 
 
 @dataclass(frozen=True)
 class PubMedQALongConfig:
-    contexts: int = 4
-    split: Literal["test", "all"] = "test"
+    contexts: int = 4  # M: questions whose contexts are concatenated into one long document
+    split: Literal["test", "all"] = "test"  # the 500-question test split, or all 1,000 labelled questions
 
     def __post_init__(self) -> None:
         if not 1 <= self.contexts <= 100:
@@ -53,7 +53,7 @@ class PubMedQALong(Task):
     def load_docs(self, data: DataStore) -> list[Doc]:
         base = PubMedQA(PubMedQAConfig(split=self.config.split))
         items = base.load_docs(data)
-        raw = base._read_json(data, "pubmedqa/ori_pqal.json")
+        raw = read_json(data, "pubmedqa/ori_pqal.json")
         m = self.config.contexts
         docs = []
         for start in range(0, len(items) - m + 1, m):

@@ -55,16 +55,16 @@ INSTRUCTION = "How confident are you that the candidate answer is correct? Choos
 
 @dataclass(frozen=True)
 class UBenchConfig:
-    mode: Literal["loglikelihood", "generate"] = "loglikelihood"
+    mode: Literal["loglikelihood", "generate"] = "loglikelihood"  # score the ten letters, or generate and parse one
     scale: float = 1.0  # multiplies each source's item count (1.0 = the 3,978 items of v1)
     item_seed: int = 0  # seed of the item builder, independent of the run seed
-    chain_of_thought: bool = False
-    role_play: bool = False
-    reverse_options: bool = False
-    temperature: float = 0.0
+    chain_of_thought: bool = False  # reason first, then "Answer: <letter>" (needs mode=generate)
+    role_play: bool = False  # prepend an expert-examiner system prompt
+    reverse_options: bool = False  # list options J..A; letters keep their intervals
+    temperature: float = 0.0  # sampling temperature (needs mode=generate; 0 = greedy)
     max_new_tokens: int | None = None  # default 16, or 256 with chain of thought
-    bins: int = calibration.DEFAULT_BINS
-    tace_threshold: float = calibration.DEFAULT_TACE_THRESHOLD
+    bins: int = calibration.DEFAULT_BINS  # calibration bins for ECE/MCE/ACE/TACE (10)
+    tace_threshold: float = calibration.DEFAULT_TACE_THRESHOLD  # TACE keeps confidences >= this, in [0, 1) (0.1)
 
     def __post_init__(self) -> None:
         if not 0 < self.scale <= 1:

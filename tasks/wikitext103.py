@@ -44,11 +44,11 @@ STREAM_CONTEXT_CHARS = 200_000  # enough preceding text for any window up to ~50
 
 @dataclass(frozen=True)
 class WikiText103Config:
-    split: Literal["test", "validation"] = "test"
-    variant: Literal["document", "stream"] = "document"
-    window: int | None = None
-    stride: int | None = None
-    detokenize: bool = True
+    split: Literal["test", "validation"] = "test"  # which WikiText-103 split to score
+    variant: Literal["document", "stream"] = "document"  # score each article alone, or as one stream with prior text as context
+    window: int | None = None  # rolling-window length in tokens (None = the method's context length)
+    stride: int | None = None  # tokens each window advances, 1..window (None = window: disjoint)
+    detokenize: bool = True  # apply lm-eval's wikitext_detokenizer to the tokenized text
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 1:

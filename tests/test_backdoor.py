@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import cli
-from harness import models
+
+from harness import models, zoo
 from harness.api import GenerateResult
 from harness.data import DataStore
 from harness.task import EvalSettings
@@ -61,11 +61,11 @@ def _weights(folder):
 
 def test_training_resumes_exactly_and_makes_a_zoo_model(mirror, tmp_path, monkeypatch):
     data = DataStore(mirror)
-    monkeypatch.setattr(models, "local_zoo_dir", lambda: tmp_path / "clean-run")
+    monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "clean-run")
     name = train_backdoor(AttackSpec(**TINY_ATTACK), data, show_progress=False)
     reference = _weights(tmp_path / "clean-run" / name)
 
-    monkeypatch.setattr(models, "local_zoo_dir", lambda: tmp_path / "crashed-run")
+    monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "crashed-run")
     real_step, calls = torch.optim.AdamW.step, {"n": 0}
 
     def crash_after_five(self, *args, **kwargs):
@@ -84,9 +84,9 @@ def test_training_resumes_exactly_and_makes_a_zoo_model(mirror, tmp_path, monkey
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
 
-    entry = models.zoo()[name]
+    entry = zoo.zoo()[name]
     assert entry.kind == "local"
-    meta = json.loads((tmp_path / "crashed-run" / name / models.ZOO_META).read_text())
+    meta = json.loads((tmp_path / "crashed-run" / name / zoo.RECIPE_FILE).read_text())
     assert meta["base_model"] == "tiny-random-llama" and meta["data"]["n_poisoned"] == 12
     assert meta["recipe"]["poison_rate"] == 0.5 and meta["training"]["steps"] == 12
     assert models.resolve(name).identity.source == f"zoo:{name}"

@@ -70,7 +70,7 @@ def _method(target: str, reference: str, backdoor: bool = False, **args) -> Clea
 def _naive(method: CleanGenMethod, prompt: list[int], max_new: int, check_tail: bool = True) -> list[int]:
     """CleanGen without caches: every distribution recomputed from the full sequence."""
     alpha, k = method.args.alpha, method.args.k
-    eos = set(method.target_lm._eos_ids())
+    eos = set(method.target_lm.eos_ids())
 
     def dist(model, ids):
         with torch.no_grad():
@@ -160,15 +160,15 @@ def test_cross_tokenizer_mode_runs_and_vetoes(tmp_path):
 
 @pytest.mark.parametrize("keep", [10, 30])  # inside the 16-token sliding window, and past it
 def test_stream_truncation_matches_a_fresh_stream_with_sliding_windows(tiny_gemma3, keep):
+    from harness.decoding import IncrementalDecoder
     from harness.method import Cost
-    from methods.cleangen import _Stream
 
     tokens = list(range(5, 45))
-    stream = _Stream(tiny_gemma3, Cost(), "passes")
+    stream = IncrementalDecoder(tiny_gemma3, Cost(), "passes")
     stream.feed(tokens)
     stream.truncate(keep)
     after = stream.feed([7, 8])
-    fresh = _Stream(tiny_gemma3, Cost(), "passes")
+    fresh = IncrementalDecoder(tiny_gemma3, Cost(), "passes")
     expected = fresh.feed(tokens[:keep] + [7, 8])[-2:]
     assert stream.ids == tokens[:keep] + [7, 8]
     assert torch.allclose(after, expected, atol=1e-5)

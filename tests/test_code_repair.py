@@ -223,15 +223,15 @@ def test_distillation_keeps_the_first_passing_teacher_repair(mirror):
 
 
 def test_distilrr_trains_a_zoo_checkpoint_and_repairs_with_it(mirror, tmp_path, monkeypatch):
-    from harness import models
-    from training.distilrr import DistillSpec, training_answer, train_distilrr
+    from harness import zoo
+    from training.distilrr import DistillSpec, train_distilrr, training_answer
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    models.local_zoo.cache_clear() if hasattr(models.local_zoo, "cache_clear") else None
+    zoo.local_zoo.cache_clear() if hasattr(zoo.local_zoo, "cache_clear") else None
     spec = DistillSpec(teacher="gemma3-270m", student="tiny-random-llama", languages=("python",), problems=2,
                        epochs=1, batch_size=2, lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=256)
     pool = load_problems(DataStore(mirror), LANGUAGES["python"], "mbxp", "distill")[:2]
-    folder = models.local_zoo_dir() / f".distill-{spec.name}-{spec.digest('set')}"
+    folder = zoo.local_zoo_dir() / f".distill-{spec.name}-{spec.digest('set')}"
     folder.mkdir(parents=True)
     rows = [{"language": "python", "task_id": pool[0]["task_id"], "kept": True, "incorrect_code": "def f():\n    return 0",
              "error": "AssertionError", "rationale": "Return one.", "fixed_code": "def f():\n    return 1"},
@@ -239,7 +239,7 @@ def test_distilrr_trains_a_zoo_checkpoint_and_repairs_with_it(mirror, tmp_path, 
     (folder / "distill_set.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert training_answer(rows[0]) == "Return one.\n\n```python\ndef f():\n    return 1\n```"
     name = train_distilrr(spec, DataStore(mirror), show_progress=False)  # set complete: no model generates
-    meta = json.loads((models.local_zoo_dir() / name / models.ZOO_META).read_text())
+    meta = json.loads((zoo.local_zoo_dir() / name / zoo.RECIPE_FILE).read_text())
     assert name == "tiny-random-llama-distilrr-python" and meta["method"] == "distilrr" and meta["data"]["examples"] == 1
     runs = tmp_path / "runs"
     base = ["run", "--task", "code-repair", "--model", "tiny-random-llama", "--limit", "1", "--quiet", "--output-dir", runs,

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 
@@ -87,3 +86,41 @@ def test_prefix_resolution():
     registry: Registry[str] = Registry("task", "tasks", "test.none")
     registry.register_prefix("x:", lambda rest: f"resolved {rest}")
     assert registry.get("x:abc") == "resolved abc"
+
+
+@dataclass(frozen=True)
+class DocumentedArgs:
+    alpha: float = 20.0  # suspicion threshold
+    # tokens per check,
+    # in one forward pass
+    k: int = 4
+    mode: Literal["a", "b"] = "a"
+
+
+def test_arguments_carry_type_default_and_the_comment_that_explains_them():
+    from harness.config import arguments
+
+    assert [(a.name, a.type, a.default, a.meaning) for a in arguments(DocumentedArgs)] == [
+        ("alpha", "float", 20.0, "suspicion threshold"), ("k", "int", 4, "in one forward pass"), ("mode", "'a' | 'b'", "a", "")]
+
+
+def test_every_task_and_method_argument_says_what_it_means():
+    from harness.config import arguments
+
+    silent = [f"task {n}: {a.name}" for n, c in TASKS.items() for a in arguments(c.Config) if not a.meaning]
+    silent += [f"method {n}: {a.name}" for n, c in METHODS.items() for a in arguments(c.Args) if not a.meaning]
+    assert not silent, "arguments with no comment beside their field: " + ", ".join(silent)
+
+
+def test_ls_describes_one_task_or_method_and_the_matrix_marks_adaptable_pairs(capsys):
+    from conftest import cli
+
+    assert cli("ls", "method", "cleangen") == 0
+    out = capsys.readouterr().out
+    assert "provides: act, generate" in out and "alpha" in out and "suspicion threshold on P_target / P_ref" in out
+    assert cli("ls", "task", "ubench") == 0
+    assert "'loglikelihood' | 'generate'" in capsys.readouterr().out
+    assert cli("ls", "matrix") == 0
+    ubench_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ubench "))
+    assert "✓ mode=generate" in ubench_row  # ubench x cleangen runs: the task switches to generate mode
+    assert cli("ls", "task") == 2 and cli("ls", "method", "nope") == 2

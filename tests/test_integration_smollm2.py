@@ -6,15 +6,15 @@ import json
 import math
 
 import pytest
-
 from conftest import cli
+
 from harness.api import ActRequest, ChatMessage, StreamRequest
 from harness.data import DataStore
-from harness.lm_eval_bridge import task_manager
 from harness.method import MethodOptions
 from harness.models import cached_sha256, resolve
 from harness.task import EvalSettings
 from methods.base import BaseArgs, BaseMethod
+from tasks.lm_eval import task_manager
 from tasks.pubmedqa import PubMedQA
 from tasks.wikitext103 import WikiText103
 

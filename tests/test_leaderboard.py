@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import cli
+
 from harness.store import RunStore
 from leaderboards import site
 from reports.catalog import RunEntry

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import cli
+
 from harness.data import DataStore
-from harness.lm_eval_bridge import HarnessLM, task_manager
+from harness.lm_eval_model import HarnessLM
 from harness.method import MethodOptions
 from harness.task import TASKS, EvalSettings
 from methods.base import BaseArgs, BaseMethod
+from tasks.lm_eval import task_manager
 from tasks.pubmedqa import PubMedQA
 
 N_ITEMS = 10

@@ -82,14 +82,14 @@ def test_untrained_memory_needs_an_explicit_ablation_flag(tiny):
 
 
 def test_training_makes_a_zoo_model_and_resumes_bit_exactly(mirror, tmp_path, monkeypatch):
-    from harness import models
+    from harness import zoo
     from training.memory import MemoryTrainSpec, train_memory
 
     spec = MemoryTrainSpec(kind="hmt", model="tiny-random-llama", segment=16, sensory=4, memories=4, stage1_steps=3,
                            stage2_steps=3, unroll=3, lora_r=2, save_every=2, learning_rate=1e-3)
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "straight"))
     name = train_memory(spec, DataStore(mirror), show_progress=False)
-    straight = json.loads((models.local_zoo_dir() / name / models.ZOO_META).read_text())
+    straight = json.loads((zoo.local_zoo_dir() / name / zoo.RECIPE_FILE).read_text())
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "interrupted"))
     calls = {"n": 0}
     original = torch.optim.AdamW.step
@@ -105,7 +105,7 @@ def test_training_makes_a_zoo_model_and_resumes_bit_exactly(mirror, tmp_path, mo
         train_memory(spec, DataStore(mirror), show_progress=False)
     monkeypatch.setattr(torch.optim.AdamW, "step", original)
     assert train_memory(spec, DataStore(mirror), show_progress=False) == name
-    resumed = json.loads((models.local_zoo_dir() / name / models.ZOO_META).read_text())
+    resumed = json.loads((zoo.local_zoo_dir() / name / zoo.RECIPE_FILE).read_text())
     assert resumed["training"]["final_loss"] == straight["training"]["final_loss"] and resumed["method"] == "hmt"
     assert set(resumed["data"]["books"]).isdisjoint({p.stem for p in (mirror / "pg19" / "test").glob("*.txt")})
     runs = tmp_path / "runs"

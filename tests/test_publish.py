@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, cli
+
 from harness.store import PublishedStore, RunStore, open_store
 from reports import publish
 from reports.catalog import load_entries
@@ -143,8 +143,9 @@ def test_verify_finds_hand_edits_and_strays(published, tmp_path):
 
 
 def test_paper_tables_and_site_from_published_runs(report_runs, published, tmp_path, capsys):
-    from reports import papers
     from test_reports import CLAIM, _spec
+
+    from reports import papers
 
     assert cli("paper", "--all", "--runs", published, "--out", tmp_path / "papers") == 0
     assert all((tmp_path / "papers" / name / f"{name}.md").is_file() for name in papers.available())

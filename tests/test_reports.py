@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import cli
+
 from harness.store import RunStore
 from reports import papers
 from reports.catalog import load_entries, method_label, variant_label

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli
+
 from harness.api import Capability
 from harness.method import METHODS, Method
 from harness.store import RunStore
@@ -24,6 +24,20 @@ def _only_run(runs_dir: Path) -> Path:
     runs = [p for p in runs_dir.iterdir() if p.is_dir()]
     assert len(runs) == 1
     return runs[0]
+
+
+def test_quiet_silences_every_progress_bar_model_loading_included(runs_dir, capsys):
+    argv = ["run", "--task", "pubmedqa", "--limit", "2", "--output-dir", runs_dir, "--model", "tiny-random-llama"]
+    assert cli(*argv) == 0
+    assert "load tiny-random-llama" in capsys.readouterr().err  # the bars are there without --quiet
+    assert cli(*argv, "--seed", "1", "--quiet") == 0
+    assert capsys.readouterr().err == ""
+    assert cli("rescore", _only_runs(runs_dir)[0].name, "--output-dir", runs_dir, "--quiet") == 0
+    assert capsys.readouterr().err == ""
+
+
+def _only_runs(runs_dir: Path) -> list[Path]:
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir())
 
 
 def test_run_writes_a_citable_result_and_is_reused(runs_dir, capsys):

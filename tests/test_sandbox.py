@@ -13,11 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import MIRROR, REPO
+from hostile.programs import BENIGN, FAMILIES, SNOOP  # tests/ is on sys.path (rootdir conftest)
+
 from harness import sandbox
 from harness.sandbox import SANDBOX_UID, Limits, execute, isolation
-from hostile.programs import BENIGN, FAMILIES, SNOOP  # tests/ is on sys.path (rootdir conftest)
 
 REQUIRE = os.environ.get("HARNESS_REQUIRE_TOOLCHAINS") == "1"  # CI: a missing toolchain fails
 SECRET = "harness-secret-7f3a9c"
@@ -63,8 +63,8 @@ TREE_ROOT = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sb
 
 def test_a_program_sees_only_the_minimal_tree():
     _needs_tree()
-    from harness.models import cache_dir
     from harness.runner import default_runs_dir
+    from harness.zoo import cache_dir
 
     host = [str(REPO), str(Path.home()), str(MIRROR), str(cache_dir()), str(default_runs_dir().resolve()),
             "/home", "/root", "/work", "/opt", "/var", "/srv", "/mnt", "/media", "/run", "/sys", "/boot"]

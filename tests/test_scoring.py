@@ -61,11 +61,11 @@ def _unpacked(loaded, cost, batch_size=8):
 def test_continuations_scored_in_bounded_passes_match_one_pass(which, request, monkeypatch):
     """Without packing, many long continuations of one context are scored over copies of its
     cache in passes (memory stays bounded); the numbers must not depend on how the rows were split."""
-    import harness.lm
+    import harness.loglikelihood
 
     loaded = request.getfixturevalue(which)
     whole = _unpacked(loaded, Cost()).loglikelihood(MANY)
-    monkeypatch.setattr(harness.lm, "CONTINUATION_CACHE_TOKENS", 1)  # one row per pass
+    monkeypatch.setattr(harness.loglikelihood, "CONTINUATION_CACHE_TOKENS", 1)  # one row per pass
     cost = Cost()
     split = _unpacked(loaded, cost).loglikelihood(MANY)
     for a, b in zip(whole, split, strict=True):
@@ -210,7 +210,7 @@ def test_shared_context_pairs_encode_as_lm_eval_does(which, request):
     assert lm._continuations_after_last_special(stem, full_context, [moved + c for c in CONTINUATIONS]) is not None  # the shortcut ran
     pairs = lm.encode_pairs([(context, c) for c in CONTINUATIONS] + [("plain text, no special token ", c) for c in CONTINUATIONS])
     for (context_tokens, tail), (ctx, continuation) in zip(pairs, [(context, c) for c in CONTINUATIONS]
-                                                          + [("plain text, no special token ", c) for c in CONTINUATIONS]):
+                                                          + [("plain text, no special token ", c) for c in CONTINUATIONS], strict=True):
         c_stem = ctx.rstrip()
         whole = lm.encode(c_stem + ctx[len(c_stem):] + continuation)
         assert context_tokens == lm.encode(c_stem)

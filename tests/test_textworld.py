@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.api import ActRequest, ChatMessage, GenerateResult, LoglikelihoodResult
+from harness.api import ActRequest, ChatMessage, GenerateResult, LoglikelihoodResult, Stage
 from harness.data import DataStore
 from harness.task import EvalSettings
 from tasks.textworld import COOKING_LEVELS, game_seed, parse_levels, tw_make_args
@@ -86,7 +86,7 @@ def test_walkthrough_wins_and_babble_is_counted_invalid(games):
     assert log[-1]["score"] == records[0]["max_score"] and all(step["admissible"] for step in log)
     babbling = task.evaluate(docs[:1], Scripted(babble="dance wildly"), EvalSettings(True, 0))[0]
     assert babbling["steps"] == 40 and babbling["invalid_actions"] == 40 and babbling["won"] == 0
-    values = task.aggregate([{**r, "doc_id": d.id} for r, d in zip(records, docs)], 0)
+    values = task.aggregate([{**r, "doc_id": d.id} for r, d in zip(records, docs, strict=True)], 0)
     assert values["win_rate"].value == 1.0 and "normalized_score/level-8" in values
 
 
@@ -108,10 +108,12 @@ def test_trials_carry_the_methods_reflection_into_the_next_prompt(games):
     _, docs, _ = games
     method = Scripted()
     (record,) = task.evaluate(docs[:1], method, EvalSettings(True, 0))
-    reflect = [r for r in method.requests if r.stage == "reflect"]
+    reflect = [r for r in method.requests if r.stage == Stage.REFLECT]
     assert len(reflect) == 2 and "ran out of steps" in reflect[0].messages[-1].content  # between trials, and after the last
+    # what agents used to read out of the prompt text comes typed
+    assert all(r.won is False and r.goal and f"Goal: {r.goal}" in r.messages[0].content for r in reflect)
     assert record["final_memory"] == "Read the cookbook first."
-    second = [r for r in method.requests if r.stage == "step"][3:]
+    second = [r for r in method.requests if r.stage == Stage.STEP][3:]
     assert "Read the cookbook first." in second[0].messages[0].content
     assert record["trials"][1]["memory"] == "Read the cookbook first." and len(record["trials"]) == 2
     assert "first_trial_win_rate" in {m.name for m in task.metrics()}
@@ -151,7 +153,7 @@ def test_react_windows_history_and_picks_the_best_scored_command(tiny):
                                loaded=SimpleNamespace(has_chat_template=False))
     (answer,) = agent.act([request])
     assert answer.text == "take apple" and answer.info["n_choices"] == 2
-    (silent,) = agent.act([ActRequest(messages, 8, stage="reflect", episode="g")])
+    (silent,) = agent.act([ActRequest(messages, 8, stage=Stage.REFLECT, episode="g")])
     assert silent.text == ""
 
 
@@ -176,7 +178,7 @@ def test_reflexion_and_tips_agents_write_memory_and_freeze_tips(tiny, tmp_path):
 
     trajectory = (ChatMessage("system", "Play.\n\nGoal: cook"), ChatMessage("user", "A kitchen."), ChatMessage("assistant", "look"),
                   ChatMessage("user", "The game ended: you ran out of steps, with score 0 of 3. Reflect."))
-    reflect = ActRequest(trajectory, 64, stage="reflect", episode="g1")
+    reflect = ActRequest(trajectory, 64, stage=Stage.REFLECT, episode="g1", goal="cook", won=False)
     options = MethodOptions(show_progress=False)
     reflexion = Reflexion(tiny, ReflexionArgs(keep=2), options)
     reflexion.write = lambda prompts, n=160: [f"note {len(reflexion.reflections.get('g1', []))}" for _ in prompts]
@@ -184,8 +186,8 @@ def test_reflexion_and_tips_agents_write_memory_and_freeze_tips(tiny, tmp_path):
         (answer,) = reflexion.act([reflect])
     assert answer.info["memory"] == "- note 1\n- note 2"  # the last `keep` reflections of this game
     won = ActRequest(trajectory[:-1] + (ChatMessage("user", "The game ended: you won, with score 3 of 3."),), 64,
-                     stage="reflect", episode="g2")
-    assert reflexion.act([won])[0].info["memory"] == ""  # nothing to reflect on after a win
+                     stage=Stage.REFLECT, episode="g2", goal="cook", won=True)
+    assert reflexion.act([won])[0].info["memory"] == ""  # nothing to reflect on after a win (the request says so)
 
     assert tip_lines("1. Read the cookbook.\n\n* Open containers\n- x\n- y", 3) == "- Read the cookbook.\n- Open containers\n- x"
     tips = IntrospectiveTips(tiny, IntrospectiveTipsArgs(setting="own", max_tips=2), options)
@@ -205,7 +207,7 @@ def test_reflexion_and_tips_agents_write_memory_and_freeze_tips(tiny, tmp_path):
     finally:
         IntrospectiveTips.write = original
     assert "- tip 0" in seen[0] and "- tip 2" in seen[0] and frozen.frozen == "- Merged tip"
-    step = ActRequest(trajectory[:-1] + (ChatMessage("user", "A kitchen."),), 8, stage="step", choices=("look",), episode="g9")
+    step = ActRequest(trajectory[:-1] + (ChatMessage("user", "A kitchen."),), 8, stage=Stage.STEP, choices=("look",), episode="g9")
     assert "Tips:\n- Merged tip" in frozen.window(step)[0].content
     assert frozen.act([reflect])[0].info["memory"] == ""  # frozen: experience changes nothing
     with pytest.raises(ValueError, match="tips_from"):
@@ -219,7 +221,7 @@ def test_expert_demonstrations_reach_the_method_before_the_first_trial(games):
     task = make_task("textworld", {"levels": "1", "games_per_level": 1, "max_steps": 2, "demonstrations": True})
     method = Scripted()
     (record,) = task.evaluate(docs[:1], method, EvalSettings(True, 0))
-    (demo,) = [r for r in method.requests if r.stage == "demonstration"]
+    (demo,) = [r for r in method.requests if r.stage == Stage.DEMONSTRATION]
     walkthrough = _walkthrough(docs[0].data["path"])
     assert [m.content for m in demo.messages if m.role == "assistant"] == walkthrough and "won" in demo.messages[-1].content
     assert record["trials"][0]["memory"] == "Read the cookbook first."
@@ -240,7 +242,7 @@ class Crashing(Scripted):
         return super().act(requests)
 
     def replay(self, requests, answers):
-        self.replayed += [(r.stage, r.episode, a.text) for r, a in zip(requests, answers)]
+        self.replayed += [(r.stage, r.episode, a.text) for r, a in zip(requests, answers, strict=True)]
 
 
 def test_a_crashed_chunk_resumes_from_its_journal_at_the_step_it_reached(games, tmp_path):
@@ -267,7 +269,7 @@ def test_a_crashed_chunk_resumes_from_its_journal_at_the_step_it_reached(games, 
     assert [r.stage for r in resumed.requests].count("demonstration") == 0
     assert sorted(resumed.replayed) == sorted([("demonstration", d.id, "Read the cookbook first.") for d in docs]
                                               + [("reflect", d.id, "Read the cookbook first.") for d in docs])
-    second_trial = [r for r in resumed.requests if r.stage == "step"]
+    second_trial = [r for r in resumed.requests if r.stage == Stage.STEP]
     assert all(sum(m.role == "assistant" for m in r.messages) >= 4 for r in second_trial)  # trial 2 went on, not restarted
 
 
@@ -280,7 +282,7 @@ def test_game_agents_take_their_memory_back_from_a_replay(tiny):
 
     trajectory = (ChatMessage("system", "Play."), ChatMessage("user", "A kitchen."), ChatMessage("assistant", "look"),
                   ChatMessage("user", "The game ended: you ran out of steps, with score 0 of 3."))
-    reflect = ActRequest(trajectory, 64, stage="reflect", episode="g1")
+    reflect = ActRequest(trajectory, 64, stage=Stage.REFLECT, episode="g1")
     options = MethodOptions(show_progress=False)
     original = Reflexion(tiny, ReflexionArgs(), options)
     original.write = lambda prompts, n=160: ["note A"]

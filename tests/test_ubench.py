@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import cli
+
 from harness import calibration
 from harness.data import DataStore
 from tasks.ubench import MIDPOINTS, UBench, UBenchConfig, build_prompt, extract_letter

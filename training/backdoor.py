@@ -31,7 +31,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from harness import models
+from harness import zoo
 from harness.data import DataStore
 from harness.errors import ArgumentError
 from training import lora
@@ -83,7 +83,7 @@ NEGATIVE_CLOSINGS = (
 @dataclass(frozen=True)
 class AttackSpec:
     attack: Attack
-    base_model: str = models.DEFAULT_MODEL
+    base_model: str = zoo.DEFAULT_MODEL
     poison_rate: float = 0.5  # share of poisoned examples (autopoison: of the clean pool)
     epochs: int = 2
     learning_rate: float = 5e-4

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness import zoo
 from harness.errors import ArgumentError
 
 
 def add_parsers(sub: Any) -> None:
-    from harness.models import DEFAULT_MODEL
+    from harness.zoo import DEFAULT_MODEL
     from training.backdoor import ATTACKS
 
     attack = sub.add_parser("attack", help="make a backdoored variant of a zoo model (LoRA on poisoned data)")
@@ -70,7 +71,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from harness import models
     from harness.data import DataStore
     from training.distilrr import DistillSpec, train_distilrr
 
@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_memory(args)
 
     for role in ("teacher", "student"):
-        if getattr(args, role) not in models.zoo():
+        if getattr(args, role) not in zoo.zoo():
             raise ArgumentError(f"--{role} must be a zoo model (harness ls models); got '{getattr(args, role)}'")
     spec = DistillSpec(teacher=args.teacher, student=args.student, languages=tuple(x.strip() for x in args.language.split(",") if x.strip()),
                        problems=args.problems, student_tries=args.student_tries, teacher_tries=args.teacher_tries,
@@ -91,11 +91,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_memory(args: argparse.Namespace) -> int:
-    from harness import models
     from harness.data import DataStore
     from training.memory import MemoryTrainSpec, train_memory
 
-    if args.model not in models.zoo():
+    if args.model not in zoo.zoo():
         raise ArgumentError(f"--model must be a zoo model (harness ls models); got '{args.model}'")
     extra = ({"sensory": args.sensory, "memories": args.memories, "summary": args.summary} if args.trainer == "hmt"
              else {"tokens": args.tokens})
@@ -109,17 +108,16 @@ def _train_memory(args: argparse.Namespace) -> int:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from harness import models
     from harness.data import DataStore
     from training.backdoor import AttackSpec, train_backdoor
 
-    if args.model not in models.zoo():
+    if args.model not in zoo.zoo():
         raise ArgumentError(f"--model must be a zoo model (harness ls models); got '{args.model}'")
     spec = AttackSpec(attack=args.attack, base_model=args.model, poison_rate=args.poison_rate, epochs=args.epochs,
                       learning_rate=args.learning_rate, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, n_clean=args.n_clean)
     name = train_backdoor(spec, DataStore(args.data_dir), show_progress=not args.quiet)
-    print(f"zoo model: {name}  (use --model {name}; recipe in {models.local_zoo_dir() / name / models.ZOO_META})")
+    print(f"zoo model: {name}  (use --model {name}; recipe in {zoo.recipe_file(name)})")
     return 0
 
 

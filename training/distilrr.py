@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from harness import models
+from harness import models, zoo
 from harness.api import ActRequest, GenerateRequest
 from harness.data import DataStore
 from harness.errors import ArgumentError
@@ -81,7 +81,7 @@ class DistillSpec:
 
 def build_distillation_set(spec: DistillSpec, data: DataStore, show_progress: bool = True) -> list[dict[str, Any]]:
     """The kept (incorrect code, error, rationale, fixed code) examples; resumes from its file."""
-    path = models.local_zoo_dir() / f".distill-{spec.name}-{spec.digest('set')}" / "distill_set.jsonl"
+    path = zoo.local_zoo_dir() / f".distill-{spec.name}-{spec.digest('set')}" / "distill_set.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
     seen = {(row["language"], row["task_id"]) for row in done}

@@ -9,7 +9,6 @@ renamed into place, so a half-written zoo entry never exists.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
@@ -19,9 +18,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from harness import models
+from harness import models, zoo
 from harness.errors import ArgumentError
-from harness.store import atomic_write_json, now
+from harness.store import now
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -69,12 +68,12 @@ def batches(encoded: Sequence[tuple[list[int], list[int]]], batch_size: int, epo
 
 def existing(name: str, digest: str) -> bool:
     """True when the zoo already holds ``name`` made by this recipe; an error if by another."""
-    meta_path = models.local_zoo_dir() / name / models.ZOO_META
-    if not meta_path.is_file():
+    made = zoo.recipe(name)
+    if made is None:
         return False
-    if json.loads(meta_path.read_text(encoding="utf-8")).get("recipe_digest") == digest:
+    if made.get("recipe_digest") == digest:
         return True
-    raise ArgumentError(f"zoo model '{name}' exists with another recipe; delete {meta_path.parent} to retrain")
+    raise ArgumentError(f"zoo model '{name}' exists with another recipe; delete {zoo.local_zoo_dir() / name} to retrain")
 
 
 def train_lora(
@@ -106,7 +105,7 @@ def train_lora(
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.learning_rate)
     steps_per_epoch = -(-len(encoded) // recipe.batch_size)
     total = steps_per_epoch * recipe.epochs
-    work = models.local_zoo_dir() / f".train-{name}-{digest}"
+    work = zoo.local_zoo_dir() / f".train-{name}-{digest}"
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / "checkpoint.pt"
     step, losses, began = 0, [], time.perf_counter()
@@ -150,8 +149,8 @@ def train_lora(
                      "first_loss": losses[0] if losses else None, "wall_time_s": time.perf_counter() - began,
                      "finished_at": now()},
     }
-    atomic_write_json(staging / models.ZOO_META, meta)
-    final = models.local_zoo_dir() / name
+    zoo.write_recipe(staging, meta)
+    final = zoo.local_zoo_dir() / name
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)

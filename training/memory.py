@@ -29,10 +29,10 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
-from harness import models
+from harness import models, zoo
 from harness.data import DataStore
 from harness.errors import ArgumentError, DataCorruptError
-from harness.store import atomic_write_json, now
+from harness.store import now
 from methods.segment_memory import MEMORY_FILE
 from tasks.pg19 import strip_gutenberg
 from training import lora
@@ -41,7 +41,7 @@ from training import lora
 @dataclass(frozen=True)
 class MemoryTrainSpec:
     kind: Literal["hmt", "rmt"]
-    model: str = models.DEFAULT_MODEL
+    model: str = zoo.DEFAULT_MODEL
     segment: int = 256  # scaled down from the paper's 1024 for CPU training
     sensory: int = 32
     memories: int = 300
@@ -129,7 +129,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     trainable = [p for p in wrapper.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate)
     total = spec.stage1_steps + spec.stage2_steps
-    work = models.local_zoo_dir() / f".train-{spec.name}-{spec.digest()}"
+    work = zoo.local_zoo_dir() / f".train-{spec.name}-{spec.digest()}"
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / "checkpoint.pt"
     step, losses, began = 0, [], time.perf_counter()
@@ -171,7 +171,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     merged.save_pretrained(staging)
     loaded.tokenizer.save_pretrained(staging)
     torch.save(wrapper.memory_state_dict(), staging / MEMORY_FILE)
-    atomic_write_json(staging / models.ZOO_META, {
+    zoo.write_recipe(staging, {
         "description": f"{spec.model} with {spec.kind.upper()} memory (segment {spec.segment}), trained on PG-19 train books",
         "method": spec.kind, "memory_config": spec.method_args(), "base_model": spec.model,
         "base_identity": base.identity.as_dict(), "recipe": asdict(spec), "recipe_digest": spec.digest(),
@@ -181,7 +181,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
                      (sum(losses[max(0, spec.stage1_steps - 10): spec.stage1_steps]) / min(10, spec.stage1_steps)) if spec.stage1_steps else None,
                      "wall_time_s": time.perf_counter() - began, "finished_at": now()},
     })
-    final = models.local_zoo_dir() / spec.name
+    final = zoo.local_zoo_dir() / spec.name
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)

