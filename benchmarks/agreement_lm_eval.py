@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from harness import models
 from harness.data import DataStore
-from harness.runner import default_runs_dir, make_task, ordered_samples
-from harness.store import RunStore
+from harness.runner import make_task, ordered_samples
+from harness.store import RunStore, default_runs_dir
 
 
 def wikitext(samples, docs, hf) -> None:

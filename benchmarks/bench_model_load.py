@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from harness import gguf as gguf_weights
 from harness import models, zoo
 
 
@@ -21,7 +22,7 @@ def main() -> None:
 
     for name in args.model or [zoo.DEFAULT_MODEL]:
         entry = zoo.zoo()[name]
-        gguf = models.gguf_path(entry)
+        gguf = gguf_weights.gguf_path(entry)
         start = time.perf_counter()
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

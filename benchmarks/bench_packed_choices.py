@@ -21,7 +21,8 @@ from harness import models, zoo
 from harness.data import DataStore
 from harness.method import Cost, MethodOptions
 from methods.react import React, ReactArgs
-from tasks.textworld import Episode, TextWorld, TextWorldConfig
+from tasks.textworld import TextWorld, TextWorldConfig
+from tasks.textworld_episode import Episode
 
 
 def walkthrough_turns(games: int, turns: int, levels: str) -> list[list]:

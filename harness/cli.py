@@ -20,7 +20,7 @@ from harness.config import describe, parse_pairs
 from harness.errors import ArgumentError, HarnessError
 
 # Verbs outside the engine (reports, training) live with their code.
-COMMAND_MODULES = ("reports.commands", "training.commands")
+COMMAND_MODULES = ("reports.commands", "leaderboards.commands", "training.commands")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +123,7 @@ def _metrics_table(results: dict[str, Any]) -> str:
 
 
 def _runs_dir(path: Path | None) -> Path:
-    from harness.runner import default_runs_dir
+    from harness.store import default_runs_dir
 
     return path if path is not None else default_runs_dir()
 

@@ -50,6 +50,9 @@ class DataStore:
         self.mirror = Path(root).expanduser().resolve() if root else None
         self.verify = verify
         self._verified: set[Path] = set()
+        # What this store handed out, for results.json: a task's data is whatever it read here.
+        self.served: dict[str, dict[str, Any]] = {}
+        self.hub: list[dict[str, Any]] = []
 
     @cached_property
     def manifest(self) -> dict[str, dict[str, Any]]:
@@ -66,7 +69,10 @@ class DataStore:
         return {entry["file"]: entry for entry in files if isinstance(entry, dict) and "file" in entry}
 
     def describe(self) -> dict[str, Any]:
-        return {"mirror": str(self.mirror) if self.mirror else None, "verified_sha256": self.verify}
+        """Where the data came from: the mirror, and every file (with its sha256 and source) and
+        hub dataset this store served so far."""
+        return {"mirror": str(self.mirror) if self.mirror else None, "verified_sha256": self.verify,
+                "files": [self.served[k] for k in sorted(self.served)], "hub": list(self.hub)}
 
     def file(self, relative: str, dataset: str) -> Path:
         """A verified file from the mirror; a clear error if there is no mirror or no file."""
@@ -92,6 +98,7 @@ class DataStore:
                     f"the manifest says {entry['sha256'][:12]}… (file corrupt or changed)"
                 )
             self._verified.add(path)
+        self.served.setdefault(relative, self.record(relative) | {"file": relative})
         return path
 
     def record(self, relative: str) -> dict[str, Any]:
@@ -102,6 +109,7 @@ class DataStore:
     def hub_rows(self, source: HubSource, dataset: str) -> list[dict[str, Any]]:
         """Rows from the hub, or a clear error naming the dataset and the setting."""
         require_hub(dataset, source.path, f"set {DATA_DIR_ENV} (or --data-dir) to a data mirror")
+        self.note_hub(source)
         import datasets
 
         try:
@@ -109,6 +117,21 @@ class DataStore:
         except Exception as error:  # the hub's failure modes are many; report one line
             raise DataUnavailableError(f"dataset '{dataset}' could not be loaded from the hub ({source.path}): {error}") from None
         return [dict(row) for row in rows]
+
+
+    def note_local(self, path: Path) -> None:
+        """Record a file read from outside the mirror (a user's local copy of a dataset)."""
+        if not path.is_file():
+            return  # the reader reports the missing file in its own words
+        key = str(path.resolve())
+        self.served.setdefault(key, {"file": key, "sha256": sha256_file(path), "source_repo": None,
+                                     "source_commit": None, "license": None})
+
+    def note_hub(self, source: HubSource) -> None:
+        """Record a hub dataset read by other means (lm-eval, a task's own loader)."""
+        entry = {"hub": source.path, "name": source.name, "split": source.split, "revision": source.revision}
+        if entry not in self.hub:
+            self.hub.append(entry)
 
 
 def require_hub(dataset: str, hub_path: str, remedy: str) -> None:

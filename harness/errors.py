@@ -35,3 +35,9 @@ class ModelLoadError(HarnessError):
 
 class RunStoreError(HarnessError):
     """A run id that does not exist, or a run directory in an unusable state."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message, first line only (for one-line errors), else its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

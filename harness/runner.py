@@ -31,15 +31,10 @@ from harness.errors import ArgumentError, DataUnavailableError, HarnessError, In
 from harness.method import METHODS, Method, MethodOptions
 from harness.spec import RunSpec, Selection, select
 from harness.stats import PairedComparison, paired_compare
-from harness.store import RunDir, RunStore, now, open_store
+from harness.store import RunDir, RunStore, default_runs_dir, now, open_store
 from harness.task import TASKS, EvalSettings, Task
 
-RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
 BOOTSTRAP_SEED = 0  # CIs are seeded too: same samples, same interval
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,20 @@ SAMPLES_GZ = "samples.jsonl.gz"  # a published run's samples (compressed, possib
 PUBLISHED_MANIFEST = "MANIFEST.json"  # marks a folder of published runs
 
 
+RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -314,8 +328,8 @@ class PublishedStore(RunStore):
         return json.loads((self.root / PUBLISHED_MANIFEST).read_text(encoding="utf-8"))
 
 
-def open_store(root: str | Path) -> RunStore:
-    """The run store at ``root``: a folder of published runs (with a ``MANIFEST.json``) opens
-    read-only, any other folder as a working store."""
-    root = Path(root)
+def open_store(root: str | Path | None = None) -> RunStore:
+    """The run store at ``root`` (default: ``$HARNESS_RUNS_DIR``, else ./runs): a folder of
+    published runs (with a ``MANIFEST.json``) opens read-only, any other folder as a working store."""
+    root = Path(root) if root is not None else default_runs_dir()
     return PublishedStore(root) if (root / PUBLISHED_MANIFEST).is_file() else RunStore(root)

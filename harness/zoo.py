@@ -26,7 +26,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.store import atomic_write_json
+from harness.data import sha256_file
+from harness.store import atomic_write_json, atomic_write_text
 from harness.tiny_models import build_tiny_random_llama
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
@@ -130,3 +131,22 @@ def recipe_file(model: str | Path) -> Path:
 def write_recipe(folder: Path, made: dict[str, Any]) -> None:
     """Write a made model's recipe into its (staging) folder, atomically."""
     atomic_write_json(folder / RECIPE_FILE, made)
+
+
+def _hash_cache_path() -> Path:
+    return cache_dir() / "file_hashes.json"
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so large weights hash once."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    store = _hash_cache_path()
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, json.JSONDecodeError):
+        known = {}
+    if key not in known:
+        known[key] = sha256_file(path)
+        atomic_write_text(store, json.dumps(known, indent=0, sort_keys=True))
+    return known[key]

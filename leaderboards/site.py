@@ -253,6 +253,7 @@ def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[
         "spec": spec.as_dict() | {"selection": {k: v for k, v in spec.selection.items() if k != "doc_ids"}},
         "metrics": _metric_rows(e), "cost": results.get("cost", {}), "timing": results.get("timing", {}),
         "protocol": results.get("protocol") or {}, "method_settings": results.get("method_settings") or {},
+        "data_files": _data_files(results), "data_hub": (results.get("data") or {}).get("hub") or [],
         "artifacts": [a for a in results.get("artifacts", []) if a.endswith((".svg", ".png")) and (folder / a).is_file()],
         "fields": fields, "papers": papers_for,
     }
@@ -261,22 +262,32 @@ def _run_page(e: RunEntry, site: Path, environment: Environment, manifest: dict[
     (folder / "index.html").write_text(html, encoding="utf-8")
 
 
+
+def _data_files(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files a run read: recorded by its data store (``results["data"]["files"]``), or by
+    the task's protocol in runs made before the store recorded them."""
+    files = (results.get("data") or {}).get("files")
+    if files is None:
+        legacy = (results.get("protocol") or {}).get("data") or []
+        files = [legacy] if isinstance(legacy, dict) else legacy
+    return [f for f in files if isinstance(f, dict) and f.get("file")]
+
 def _run_page_link(run_id: str) -> str:
     return f"../runs/{run_id}/index.html"  # from papers/<paper>.html
 
 
 def _paper_pages(store: RunStore, entries: Sequence[RunEntry], site: Path, environment: Environment) -> list[dict[str, Any]]:
     """``papers/<paper>.html`` and ``.md`` for every paper spec; returns their summaries."""
-    from reports import papers
+    from reports import paper_render, paper_spec, papers
 
     folder = site / "papers"
     folder.mkdir()
     summaries = []
-    for name in papers.available():
-        report = papers.regenerate(papers.load_spec(name), store, list(entries))
-        (folder / f"{name}.md").write_text(papers.to_markdown(report, run_href=_run_page_link), encoding="utf-8")
-        tables = [{"table": t, "grid": papers.grid(t)} for t in report["tables"]]
-        claims = [{"claim": c, "line": papers.claim_line(c)} for c in report["claims"]]
+    for name in paper_spec.available():
+        report = papers.regenerate(paper_spec.load_spec(name), store, list(entries))
+        (folder / f"{name}.md").write_text(paper_render.to_markdown(report, run_href=_run_page_link), encoding="utf-8")
+        tables = [{"table": t, "grid": paper_render.grid(t)} for t in report["tables"]]
+        claims = [{"claim": c, "line": paper_render.claim_line(c)} for c in report["claims"]]
         html = environment.get_template("paper.html.j2").render(report=report, tables=tables, claims=claims,
                                                                  title=report["title"])
         (folder / f"{name}.html").write_text(html, encoding="utf-8")

@@ -1,5 +1,5 @@
-"""Command-line verbs over the run index: ``harness table``, ``harness leaderboard``,
-``harness paper``. Wired into ``harness.cli``; kept here so the engine's CLI stays small."""
+"""Command-line verbs over the run index: ``harness table``, ``harness paper``, ``harness publish``.
+Wired into ``harness.cli``; kept here so the engine's CLI stays small."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ArgumentError
+from harness.store import open_store
 
 
 def add_parsers(sub: Any) -> None:
@@ -24,12 +25,6 @@ def add_parsers(sub: Any) -> None:
     table.add_argument("--ci", action="store_true", help="show the 95%% CI beside each value")
     table.add_argument("--format", default="md", choices=["md", "latex", "csv", "json", "html"])
     table.add_argument("--output-dir", type=Path, default=None, help="run store folder")
-
-    board = sub.add_parser("leaderboard", help="build the static leaderboard site from the run index")
-    board.add_argument("--out", type=Path, default=Path("site"), help="site folder (replaced); default ./site")
-    board.add_argument("--title", default="harness leaderboard")
-    board.add_argument("--from", "--output-dir", dest="output_dir", type=Path, default=None,
-                       help="run store or published results folder (e.g. results/); default $HARNESS_RUNS_DIR or ./runs")
 
     publish = sub.add_parser("publish", help="copy finished runs into a published results folder (checked, with a manifest)")
     publish.add_argument("runs", nargs="*", metavar="RUN", help="run ids or unique prefixes")
@@ -54,18 +49,11 @@ def add_parsers(sub: Any) -> None:
     paper.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _store(path: Path | None):
-    from harness.runner import default_runs_dir
-    from harness.store import open_store
-
-    return open_store(path if path is not None else default_runs_dir())
-
-
 def cmd_table(args: argparse.Namespace) -> int:
     from reports.catalog import latest_per_cell, load_entries
     from reports.tables import long_frame, pivot, render
 
-    entries = [e for e in load_entries(_store(args.output_dir))
+    entries = [e for e in load_entries(open_store(args.output_dir))
                if (args.task is None or e.task == args.task) and (args.method is None or e.method == args.method)
                and (args.model is None or e.model == args.model)]
     if not entries:
@@ -74,17 +62,6 @@ def cmd_table(args: argparse.Namespace) -> int:
     if frame.empty:
         raise ArgumentError(f"no run has the metric(s) {args.metric}")
     print(render(pivot(frame, args.rows, args.cols, with_ci=args.ci), args.format))
-    return 0
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboards.site import build_site
-
-    store = _store(args.output_dir)
-    if not store.root.is_dir():
-        raise ArgumentError(f"no run store at {store.root} (run something first, or pass --output-dir)")
-    index = build_site(store, args.out, title=args.title)
-    print(f"leaderboard: {index}")
     return 0
 
 
@@ -115,7 +92,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     if args.max_sample_bytes is not None and args.max_sample_bytes < 1:
         raise ArgumentError(f"--max-sample-bytes must be a positive integer; got {args.max_sample_bytes}")
-    store = _store(args.output_dir)
+    store = open_store(args.output_dir)
     for done in publish(store, args.runs, args.to, args.max_sample_bytes or MAX_SAMPLE_BYTES, args.data_dir):
         kept = "all" if done.full_records == done.n_samples else f"{done.full_records} of {done.n_samples} whole (the rest: score fields)"
         print(f"published {done.run_id} -> {done.path}  samples: {kept}, {done.samples_bytes / 1e6:.2f} MB")
@@ -124,7 +101,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_paper(args: argparse.Namespace) -> int:
-    from reports import papers
+    from reports import paper_render, paper_spec, papers
     from reports.catalog import load_entries
 
     if args.all:
@@ -132,12 +109,12 @@ def cmd_paper(args: argparse.Namespace) -> int:
             raise ArgumentError("give a paper name or --all, not both")
         if args.run or args.limit is not None:
             raise ArgumentError("--all regenerates from existing runs; run one paper at a time with --run")
-        store = _store(args.output_dir)
+        store = open_store(args.output_dir)
         out = args.out or Path("papers")
         entries = load_entries(store)
-        for name in papers.available():
-            report = papers.regenerate(papers.load_spec(name), store, entries)
-            papers.write_report(report, out / name, _run_link(store, out / name))
+        for name in paper_spec.available():
+            report = papers.regenerate(paper_spec.load_spec(name), store, entries)
+            paper_render.write_report(report, out / name, _run_link(store, out / name))
             verdicts = [c["verdict"] for c in report["claims"]]
             reproduced = sum(1 for t in report["tables"] for r in t["rows"] if r.get("run_id"))
             print(f"{name:20s} {reproduced} reproduced rows; claims: "
@@ -147,16 +124,16 @@ def cmd_paper(args: argparse.Namespace) -> int:
     if args.paper is None:
         raise ArgumentError("name a paper (harness paper list), or pass --all")
     if args.paper == "list":
-        for name in papers.available():
-            spec = papers.load_spec(name)
+        for name in paper_spec.available():
+            spec = paper_spec.load_spec(name)
             print(f"{name:20s} {spec.title} ({spec.citation}); {len(spec.tables)} tables, {len(spec.claims)} claims")
         return 0
     if args.limit is not None and args.limit < 1:
         raise ArgumentError(f"--limit must be a positive integer; got {args.limit}")
-    spec = papers.load_spec(args.paper)
+    spec = paper_spec.load_spec(args.paper)
     if args.limit is not None:
         spec = _with_limit(spec, args.limit)
-    store = _store(args.output_dir)
+    store = open_store(args.output_dir)
     if args.run:
         from harness.runner import RunRequest, run
 
@@ -168,10 +145,10 @@ def cmd_paper(args: argparse.Namespace) -> int:
                            data_dir=args.data_dir, show_progress=not args.quiet))
     report = papers.regenerate(spec, store)
     out = args.out or Path("papers") / spec.paper
-    written = papers.write_report(report, out, _run_link(store, out))
-    print(papers.to_markdown(report))
+    written = paper_render.write_report(report, out, _run_link(store, out))
+    print(paper_render.to_markdown(report))
     print("written: " + ", ".join(str(p) for p in written))
     return 0
 
 
-HANDLERS = {"table": cmd_table, "leaderboard": cmd_leaderboard, "paper": cmd_paper, "publish": cmd_publish}
+HANDLERS = {"table": cmd_table, "paper": cmd_paper, "publish": cmd_publish}

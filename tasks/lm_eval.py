@@ -21,7 +21,7 @@ from typing import Any
 from lm_eval.api.instance import Instance
 
 from harness.api import Capability, Doc, LoglikelihoodRequest, Metric, StreamRequest
-from harness.data import DataStore, require_hub
+from harness.data import DataStore, HubSource, require_hub
 from harness.errors import ArgumentError, DataUnavailableError, UnknownNameError
 from harness.lm_eval_model import generate_request
 from harness.stats import MetricValue, bootstrap_interval
@@ -88,7 +88,10 @@ class LmEvalTask(Task):
         if not self.config.data_files and dataset_path not in ("", "json", "csv", "parquet", "text") and not Path(dataset_path).exists():
             require_hub(f"lm-eval:{self.lm_eval_name}", dataset_path,
                         "give a local copy of its rows with --task-arg data_files=<json/jsonl>")
+            cfg = self._entry.cfg or {}
+            data.note_hub(HubSource(dataset_path, cfg.get("dataset_name"), str(cfg.get("test_split") or cfg.get("validation_split") or "")))
         if self.config.data_files:
+            data.note_local(Path(self.config.data_files))
             spec = load_yaml(self._entry.yaml_path)
             spec.update(
                 dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"test": self.config.data_files}},

@@ -68,7 +68,6 @@ class MTBench(Task):
         if judge is None:
             raise DataCorruptError(f"{JUDGE_PROMPTS} has no 'single-v1' judge prompt")
         self._judge_prompt = judge
-        self._provenance = [data.record(QUESTIONS), data.record(JUDGE_PROMPTS)] if data.mirror is not None else None
         docs = []
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -145,5 +144,4 @@ class MTBench(Task):
             "judge_identity": models.resolve(self.config.judge).identity.as_dict(),
             "judge_prompt": "MT-Bench single-v1 + answer prefix 'Rating: [[', ratings 1-10 scored by loglikelihood",
             "decoding": f"greedy, max_new_tokens={self.config.max_new_tokens}",
-            "data": getattr(self, "_provenance", None),
         }

@@ -66,11 +66,9 @@ class PubMedQA(Task):
     def load_docs(self, data: DataStore) -> list[Doc]:
         if data.mirror is not None:
             items = read_json(data, ITEMS_FILE)
-            self._provenance = [data.record(ITEMS_FILE)]
             test_ids = None
             if self.config.split == "test":
                 test_ids = read_json(data, TEST_FILE)
-                self._provenance.append(data.record(TEST_FILE))
         else:
             if self.config.split == "test":
                 raise DataUnavailableError(
@@ -79,7 +77,6 @@ class PubMedQA(Task):
                 )
             rows = data.hub_rows(HubSource("qiaojin/PubMedQA", "pqa_labeled", "train"), "pubmedqa")
             items = {str(r["pubid"]): {"QUESTION": r["question"], "CONTEXTS": r["context"]["contexts"], "final_decision": r["final_decision"]} for r in rows}
-            self._provenance = [{"hub": "qiaojin/PubMedQA pqa_labeled"}]
             test_ids = None
         ids = list(test_ids) if test_ids is not None else list(items)
         docs = []
@@ -116,5 +113,4 @@ class PubMedQA(Task):
             "prompt": "Abstract: {contexts}\\nQuestion: {question}\\nAnswer:",
             "choices": [f" {c}" for c in CHOICES],
             "scoring": "argmax of summed continuation log-probability (lm-eval 'acc'), zero-shot",
-            "data": getattr(self, "_provenance", None),
         }

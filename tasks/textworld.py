@@ -32,63 +32,34 @@ the method is handed back its memory answers), not from its start.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
-import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
 from harness import progress
-from harness.api import ActRequest, Capability, ChatMessage, Doc, GenerateResult, Metric, Stage
+from harness.api import ActRequest, Capability, ChatMessage, Doc, Metric, Stage
 from harness.data import DataStore
 from harness.errors import DataUnavailableError
 from harness.method import Method
 from harness.stats import MetricValue, mean, ratio_of_sums, summarize_all
-from harness.store import Journal
 from harness.task import EvalSettings, Task, register_task
-
-# GATA's cooking levels (PAPERS.md §12): tw-cooking options per level.
-COOKING_LEVELS: dict[int, tuple[str, ...]] = {
-    1: ("--recipe", "1", "--take", "1", "--open"),
-    2: ("--recipe", "1", "--take", "1", "--open", "--cook"),
-    3: ("--recipe", "1", "--take", "1", "--open", "--cut"),
-    4: ("--recipe", "1", "--take", "1", "--open", "--go", "6"),
-    5: ("--recipe", "1", "--take", "1", "--open", "--go", "9"),
-    6: ("--recipe", "1", "--take", "1", "--open", "--go", "12"),
-    7: ("--recipe", "1", "--take", "1", "--open", "--cook", "--cut"),
-    8: ("--recipe", "3", "--take", "3", "--go", "6", "--open"),
-    9: ("--recipe", "3", "--take", "3", "--go", "6", "--open", "--cook", "--cut"),
-    10: ("--recipe", "3", "--take", "3", "--go", "12", "--open", "--cook", "--cut"),
-}
-SEED_BASE = {"test": 100_000, "train": 500_000}
-MATCH_RATIO = 0.8
-SYSTEM = ("You are playing a text adventure game. Reach the goal by typing one short command per turn, "
-          "such as 'open door', 'take apple from table' or 'go north'. Answer with the command only.")
-
-
-def parse_levels(text: str) -> list[int]:
-    """'1-10', '1,4,8' or '3' -> sorted level numbers."""
-    levels: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if re.fullmatch(r"\d+-\d+", part):
-            low, high = map(int, part.split("-"))
-            levels.update(range(low, high + 1))
-        elif part.isdigit():
-            levels.add(int(part))
-        else:
-            raise ValueError(f"levels must look like '1-10' or '1,4,8'; got '{text}'")
-    return sorted(levels)
+from tasks.textworld_episode import MATCH_RATIO, ChunkJournal, Episode
+from tasks.textworld_games import (
+    COOKING_LEVELS,
+    SEED_BASE,
+    close_game,
+    game_seed,
+    games_dir,
+    make_game,
+    open_game,
+    parse_levels,
+    tw_make_args,
+)
 
 
 @dataclass(frozen=True)
@@ -110,52 +81,6 @@ class TextWorldConfig:
             raise ValueError("coin-collector levels start at 1")
         if self.games_per_level < 1 or self.max_steps < 1 or self.trials < 1:
             raise ValueError("games_per_level, max_steps and trials must be >= 1")
-
-
-def tw_make_args(games: str, level: int, split: str, seed: int) -> list[str]:
-    if games == "cooking":
-        return ["tw-cooking", *COOKING_LEVELS[level], "--split", "train" if split == "train" else "test", "--seed", str(seed)]
-    if games == "coin":
-        return ["tw-coin_collector", "--level", str(level), "--seed", str(seed)]
-    return ["tw-simple", "--rewards", "dense", "--goal", "detailed", "--seed", str(seed)]
-
-
-def game_seed(games: str, split: str, level: int, index: int) -> int:
-    offset = {"cooking": 0, "coin": 30_000, "simple": 60_000}[games]
-    return SEED_BASE[split] + offset + level * 1000 + index
-
-
-def _tw_make() -> list[str]:
-    found = shutil.which("tw-make")
-    if found:
-        return [found]
-    script = Path(sys.executable).with_name("tw-make")
-    if script.exists():
-        return [str(script)]
-    raise DataUnavailableError("textworld's tw-make is not installed (pip install textworld)")
-
-
-def make_game(path: Path, games: str, level: int, split: str, seed: int) -> Path:
-    """Generate one game with tw-make (atomically: a half-written game is never cached)."""
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as staging:
-        target = Path(staging) / path.name
-        command = [*_tw_make(), *tw_make_args(games, level, split, seed), "--output", str(target), "-f", "--silent"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        if result.returncode != 0 or not target.is_file():
-            raise DataUnavailableError(f"tw-make failed for {path.name}: {(result.stderr or result.stdout).strip()[-300:]}")
-        for produced in Path(staging).iterdir():
-            if produced.name.startswith(path.stem):
-                produced.replace(path.parent / produced.name)
-    return path
-
-
-def games_dir() -> Path:
-    from harness.zoo import cache_dir
-
-    return cache_dir() / "textworld"
 
 
 @register_task("textworld")
@@ -322,118 +247,3 @@ class TextWorld(Task):
             "seeds": f"{SEED_BASE[c.split]} + set offset + 1000 * level + index",
             "invalid": f"not among the admissible commands (answers matched to one at difflib ratio >= {MATCH_RATIO})",
         }
-
-
-class ChunkJournal:
-    """A chunk's games as far as they got, read back from the run's journal (each game's answers
-    per trial, and the method's memory answers), with the journal they add to as they go on."""
-
-    def __init__(self, journal: Journal, doc_ids: Sequence[str]) -> None:
-        self.journal = journal
-        self.steps: dict[tuple[str, int], list[str]] = {}
-        self.memories: dict[tuple[str, str, int], GenerateResult] = {}
-        chunk = set(doc_ids)
-        for entry in journal.entries():
-            if entry.get("doc") not in chunk:
-                continue  # a journal left by another chunk: the runner clears it once that chunk is saved
-            if entry["stage"] == Stage.STEP:
-                steps = self.steps.setdefault((entry["doc"], entry["trial"]), [])
-                if entry["step"] == len(steps) + 1:
-                    steps.append(entry["text"])
-            else:
-                self.memories[(entry["doc"], entry["stage"], entry["trial"])] = GenerateResult(
-                    entry["text"], 0, "stop", entry.get("info") or {})
-
-
-class Episode:
-    """One trial of one game: the environment, the transcript and the step log."""
-
-    def __init__(self, doc: Doc, trial: int, memory: str, config: TextWorldConfig, expert: bool = False,
-                 env: Any = None) -> None:
-        self.doc, self.trial, self.memory, self.config = doc, trial, memory, config
-        self.owns_env = env is None
-        self.env = open_game(doc.data["path"], expert) if env is None else env
-        self.state = self.env.reset()
-        self.objective = self.state.objective or ""
-        self.walkthrough = list(self.state.policy_commands or [])
-        self.turns: list[tuple[str, str]] = []  # (observation, command)
-        self.log: list[dict[str, Any]] = []
-        self.observation = _clean(self.state.feedback)
-        self.invalid = 0
-        self.done = False
-
-    @property
-    def admissible(self) -> list[str]:
-        return sorted(self.state.admissible_commands or [])
-
-    def messages(self, window: int | None = None) -> tuple[ChatMessage, ...]:
-        system = SYSTEM + (f"\n\nGoal: {self.objective}" if self.objective else "")
-        if self.memory:
-            system += f"\n\nNotes from earlier attempts:\n{self.memory}"
-        messages = [ChatMessage("system", system)]
-        for observation, command in self.turns[-window:] if window else self.turns:
-            messages += [ChatMessage("user", observation), ChatMessage("assistant", command)]
-        return tuple(messages)
-
-    def request(self) -> ActRequest:
-        prompt = self.messages() + (ChatMessage("user", self.observation),)
-        choices = tuple(self.admissible) if self.config.admissible else ()
-        return ActRequest(prompt, 16, ("\n",), 0.0, 1.0, Stage.STEP, choices=choices, episode=self.doc.id, goal=self.objective)
-
-    def step(self, answer: str) -> None:
-        typed = answer.strip().splitlines()[0].strip().strip(".").lower() if answer.strip() else "look"
-        admissible = self.admissible
-        command = typed
-        if typed not in admissible and admissible:
-            close = difflib.get_close_matches(typed, admissible, n=1, cutoff=MATCH_RATIO)
-            command = close[0] if close else typed
-        valid = typed in admissible
-        self.invalid += not valid
-        before = self.state.score
-        self.state, _, done = self.env.step(command)
-        self.turns.append((self.observation, command))
-        self.observation = _clean(self.state.feedback)
-        self.log.append({"step": len(self.turns), "answer": answer, "command": command, "admissible": valid,
-                         "reward": self.state.score - before, "score": self.state.score, "observation": self.observation,
-                         "memory": self.memory})
-        self.done = bool(done or self.state.won or self.state.lost or len(self.turns) >= self.config.max_steps)
-
-    def outcome_text(self) -> str:
-        result = "won" if self.state.won else ("lost" if self.state.lost else "ran out of steps")
-        return (f"The game ended: you {result}, with score {self.state.score} of {self.state.max_score} after {len(self.turns)} "
-                "commands. Reflect on what went wrong and write short advice for the next attempt.")
-
-    def summary(self) -> dict[str, Any]:
-        max_score = self.state.max_score or 1
-        return {"trial": self.trial, "score": self.state.score, "max_score": self.state.max_score,
-                "normalized_score": self.state.score / max_score, "won": bool(self.state.won), "lost": bool(self.state.lost),
-                "steps": len(self.turns), "invalid_actions": self.invalid, "memory": self.memory,
-                "log": self.log}
-
-    def close(self) -> None:
-        if self.owns_env:
-            close_game(self.env)
-
-
-def open_game(path: str, expert: bool = False) -> Any:
-    """A TextWorld environment for one game file (``reset()`` starts an episode)."""
-    import textworld
-
-    # Only the expert needs the winning policy: TextWorld recomputes it after every step,
-    # which more than doubles a step's time (9.4 vs 4.4 ms on this machine).
-    infos = textworld.EnvInfos(admissible_commands=True, max_score=True, won=True, lost=True, objective=True,
-                               policy_commands=expert)
-    return textworld.start(path, request_infos=infos)
-
-
-def close_game(env: Any) -> None:
-    try:
-        env.close()
-    except Exception:  # noqa: BLE001 - closing a finished game must not end the run
-        pass
-
-
-def _clean(feedback: str) -> str:
-    """The game's text without its prompt padding and the status line."""
-    text = re.sub(r"\n>\s.*$", "", feedback or "", flags=re.DOTALL)
-    return re.sub(r"\n{3,}", "\n\n", text).strip() or "(nothing happens)"

@@ -101,11 +101,9 @@ class WikiText103(Task):
                     rows = [row[0] if row else "" for row in csv.reader(handle)]
             except (UnicodeDecodeError, csv.Error, OSError) as error:
                 raise DataCorruptError(f"dataset 'wikitext103': cannot parse {relative}: {error}") from None
-            self._provenance = data.record(relative)
         else:
             split = "validation" if self.config.split == "validation" else "test"
             rows = [r["text"] for r in data.hub_rows(HubSource("Salesforce/wikitext", "wikitext-103-v1", split), "wikitext103")]
-            self._provenance = {"hub": "Salesforce/wikitext wikitext-103-v1", "split": split}
         docs = []
         preceding = io.StringIO()
         for index, (title, lines) in enumerate(split_articles(rebuild_lines(rows))):
@@ -151,5 +149,4 @@ class WikiText103(Task):
             "detokenize": self.config.detokenize,
             "word_count": "whitespace tokens of the tokenized text + one <eos> per line",
             "byte_count": "UTF-8 bytes of the text fed to the model",
-            "data": getattr(self, "_provenance", None),
         }

@@ -11,8 +11,9 @@ from conftest import cli
 from harness.api import ActRequest, ChatMessage, StreamRequest
 from harness.data import DataStore
 from harness.method import MethodOptions
-from harness.models import cached_sha256, resolve
+from harness.models import resolve
 from harness.task import EvalSettings
+from harness.zoo import cached_sha256
 from methods.base import BaseArgs, BaseMethod
 from tasks.lm_eval import task_manager
 from tasks.pubmedqa import PubMedQA

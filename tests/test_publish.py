@@ -145,16 +145,16 @@ def test_verify_finds_hand_edits_and_strays(published, tmp_path):
 def test_paper_tables_and_site_from_published_runs(report_runs, published, tmp_path, capsys):
     from test_reports import CLAIM, _spec
 
-    from reports import papers
+    from reports import paper_render, paper_spec, papers
 
     assert cli("paper", "--all", "--runs", published, "--out", tmp_path / "papers") == 0
-    assert all((tmp_path / "papers" / name / f"{name}.md").is_file() for name in papers.available())
+    assert all((tmp_path / "papers" / name / f"{name}.md").is_file() for name in paper_spec.available())
     # A paper's table and paired claims come out of the published runs as out of the working store.
     spec = _spec(tmp_path, CLAIM, zoo_acc=0.5)
     from_published = papers.regenerate(spec, open_store(published))
     assert from_published == papers.regenerate(spec, RunStore(report_runs))
     assert from_published["claims"][0]["verdict"] in ("supported", "not supported")
-    markdown = papers.to_markdown(from_published, run_href=lambda run_id: f"runs/{run_id}/index.html")
+    markdown = paper_render.to_markdown(from_published, run_href=lambda run_id: f"runs/{run_id}/index.html")
     reproduced = [r["run_id"] for r in from_published["tables"][0]["rows"] if r.get("run_id")]
     assert reproduced and all(f"](runs/{run_id}/index.html)" in markdown for run_id in reproduced)
     from leaderboards.site import build_site
@@ -169,7 +169,7 @@ def test_paper_tables_and_site_from_published_runs(report_runs, published, tmp_p
         assert "http://" not in html and "https://" not in html
         for link in _local_links(html):
             assert (page.parent / link).is_file(), f"{page.relative_to(first)} links {link}"
-    assert sorted(p.stem for p in first.glob("papers/*.html")) == papers.available()
+    assert sorted(p.stem for p in first.glob("papers/*.html")) == paper_spec.available()
 
 
 def _local_links(html: str) -> list[str]:
@@ -269,17 +269,17 @@ def test_run_page_searches_filters_and_pages_samples_in_chromium(browser, publis
 def test_committed_site_opens_in_chromium(browser):  # noqa: F811
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from reports import papers
+    from reports import paper_spec
 
     browser.get((SITE / "index.html").as_uri())
     assert browser.title == "harness leaderboard"
-    assert [a.text for a in browser.find_elements("css selector", "nav.papers a")] == papers.available()
+    assert [a.text for a in browser.find_elements("css selector", "nav.papers a")] == paper_spec.available()
     manifest = json.loads((RESULTS / "MANIFEST.json").read_text())
     for run_id, entry in manifest["runs"].items():  # every published run's page loads all its samples
         browser.get((SITE / "runs" / run_id / "index.html").as_uri())
         WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.body.dataset.samplesLoaded") == "true")
         n = entry["samples"]["n"]
         assert browser.find_element("id", "count").text == f"{n} of {n} samples"
-    for name in papers.available():
+    for name in paper_spec.available():
         browser.get((SITE / "papers" / f"{name}.html").as_uri())
         assert browser.find_element("css selector", "h1").text

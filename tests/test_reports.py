@@ -11,7 +11,7 @@ import pytest
 from conftest import cli
 
 from harness.store import RunStore
-from reports import papers
+from reports import paper_render, paper_spec, papers
 from reports.catalog import load_entries, method_label, variant_label
 from reports.tables import long_frame, pivot, render
 
@@ -61,7 +61,7 @@ def test_table_cli_refuses_to_merge_runs_into_one_cell(report_runs, capsys):
     assert "table axis must be one of" in capsys.readouterr().err
 
 
-def _spec(tmp: Path, claims: str, zoo_acc: float) -> papers.PaperSpec:
+def _spec(tmp: Path, claims: str, zoo_acc: float) -> paper_spec.PaperSpec:
     (tmp / "toy.yaml").write_text(f"""
 paper: toy
 title: Toy paper
@@ -81,7 +81,7 @@ tables:
 claims:
 {claims}
 """, encoding="utf-8")
-    return papers.load_spec("toy", folder=tmp)
+    return paper_spec.load_spec("toy", folder=tmp)
 
 
 CLAIM = """  - id: short-context-helps
@@ -117,9 +117,9 @@ def test_paper_reported_beside_reproduced_with_deltas(report_runs, tmp_path):
     assert "deltas" not in rows[0]  # Big-7B is not a zoo model
     assert report["tables"][0]["missing"] == [{"cell": "zero-shot", "task": "pubmedqa", "method": "base",
                                                "model": "smollm2-135m-instruct", "why": "no finished run with this protocol yet"}]
-    markdown = papers.to_markdown(report)
+    markdown = paper_render.to_markdown(report)
     assert "(Δ -0.01 ✓)" in markdown and "| paper (Table 1) | Big-7B | base | 0.7 |" in markdown
-    written = papers.write_report(report, tmp_path / "out")
+    written = paper_render.write_report(report, tmp_path / "out")
     assert sorted(p.suffix for p in written) == [".html", ".json", ".md", ".tex"]
     assert r"$\Delta$" in (tmp_path / "out" / "toy.tex").read_text()
 
@@ -153,15 +153,15 @@ def test_claim_verdicts_come_from_a_paired_test(report_runs, tmp_path):
     assert flipped["verdict"] == "not supported" and flipped["per_model"][0]["delta"] == pytest.approx(-1.0)
 
 
-@pytest.mark.parametrize("paper", papers.available())
+@pytest.mark.parametrize("paper", paper_spec.available())
 def test_every_shipped_spec_regenerates(paper, tmp_path):
-    report = papers.regenerate(papers.load_spec(paper), RunStore(tmp_path / "empty"))
+    report = papers.regenerate(paper_spec.load_spec(paper), RunStore(tmp_path / "empty"))
     assert report["tables"], f"{paper} has no table"
     for table in report["tables"]:
         for row in table["rows"]:
             assert set(row["values"]) == set(table["metrics"])
     assert all(c["verdict"] == "not testable yet" for c in report["claims"])  # nothing has run here
-    assert papers.to_markdown(report).startswith("# ")
+    assert paper_render.to_markdown(report).startswith("# ")
 
 
 def test_paper_cli(report_runs, tmp_path, capsys):
@@ -178,16 +178,16 @@ def test_paper_cli(report_runs, tmp_path, capsys):
 def test_malformed_spec_is_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text("paper: bad\ntitle: x\ncitation: y\ntables:\n  - id: t\n")
     with pytest.raises(Exception, match="paper spec bad.yaml is malformed: KeyError"):
-        papers.load_spec("bad", folder=tmp_path)
+        paper_spec.load_spec("bad", folder=tmp_path)
     (tmp_path / "worse.yaml").write_text("paper: [unclosed\n")
     with pytest.raises(Exception, match="not valid YAML"):
-        papers.load_spec("worse", folder=tmp_path)
+        paper_spec.load_spec("worse", folder=tmp_path)
 
 
 def test_claim_treatment_may_change_task_settings():
     """An agent with memory gets more trials than the memoryless baseline it is paired with:
     the treatment's task settings override the baseline's, the rest stays shared."""
-    spec = papers.load_spec("introspective-tips")
+    spec = paper_spec.load_spec("introspective-tips")
     claim = next(c for c in spec.claims if c.id == "tips-beat-react")
     assert claim.cell.task_args == {"games_per_level": 10}
     treatment = claim.treatment_cell()
@@ -224,7 +224,7 @@ def test_claim_may_pair_the_baseline_with_the_treatments_own_model(report_runs, 
     (found,) = result["per_model"]
     entries = {e.run_id: e for e in load_entries(RunStore(store_root))}
     assert entries[found["treatment_run"]].model == str(copy) and entries[found["baseline_run"]].model == "tiny-random-llama"
-    assert f"{copy} vs tiny-random-llama" in papers.to_markdown(papers.regenerate(spec, RunStore(store_root)))
+    assert f"{copy} vs tiny-random-llama" in paper_render.to_markdown(papers.regenerate(spec, RunStore(store_root)))
     bad = claim.replace(f'models: ["{copy}"]', f'models: ["{copy}", "{copy}"]')
     with pytest.raises(Exception, match="pair one-to-one"):
         _spec(tmp_path, bad, zoo_acc=0.5)

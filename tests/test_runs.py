@@ -79,9 +79,15 @@ def test_rescore_show_and_compare(runs_dir, capsys):
     assert cli("run", "--task", "pubmedqa", "--limit", "20", "--method-arg", "max_length=64", "--output-dir", runs_dir, *TINY) == 0
     run_a, run_b = sorted(RunStore(runs_dir).run_dirs(), key=lambda r: r.spec().method["args"]["max_length"] or 0)
     before = run_a.results()["metrics"]
+    # provenance comes from the data store: every file the task read, with its sha256 and source
+    data = run_a.results()["data"]
+    assert [f["file"] for f in data["files"]] == ["pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json"]
+    assert all(len(f["sha256"]) == 64 and f["license"] for f in data["files"]) and data["hub"] == []
+    assert "data" not in run_a.results()["protocol"]  # no private copy kept by the task
     capsys.readouterr()
     assert cli("rescore", run_a.run_id, "--output-dir", runs_dir) == 0
     assert run_a.results()["metrics"] == before
+    assert run_a.results()["data"] == data  # rescoring reads no data, and keeps what the run read
     assert cli("show", "--output-dir", runs_dir) == 0
     listing = capsys.readouterr().out
     assert run_a.run_id in listing and run_b.run_id in listing and "finished" in listing

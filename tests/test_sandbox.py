@@ -63,7 +63,7 @@ TREE_ROOT = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sb
 
 def test_a_program_sees_only_the_minimal_tree():
     _needs_tree()
-    from harness.runner import default_runs_dir
+    from harness.store import default_runs_dir
     from harness.zoo import cache_dir
 
     host = [str(REPO), str(Path.home()), str(MIRROR), str(cache_dir()), str(default_runs_dir().resolve()),

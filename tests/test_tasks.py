@@ -73,3 +73,23 @@ def test_corrupt_file_fails_the_sha256_check(mirror, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(DataCorruptError, match="sha256"):
         PubMedQA().load_docs(DataStore(root))
+
+
+def test_the_data_store_records_what_it_serves(mirror, tmp_path):
+    from harness.data import HubSource
+
+    data = DataStore(mirror)
+    assert data.describe()["files"] == [] and data.describe()["hub"] == []
+    WikiText103(WikiText103Config()).load_docs(data)
+    data.file("wikitext/wikitext-103/wiki.test.tokens.csv", "wikitext103")  # served twice, recorded once
+    local = tmp_path / "rows.jsonl"
+    local.write_text('{"q": 1}\n')
+    data.note_local(local)
+    data.note_local(tmp_path / "missing.jsonl")  # nothing to record; its reader reports it
+    data.note_hub(HubSource("org/set", "config", "test"))
+    data.note_hub(HubSource("org/set", "config", "test"))
+    described = data.describe()
+    assert [f["file"] for f in described["files"]] == [str(local.resolve()), "wikitext/wikitext-103/wiki.test.tokens.csv"]
+    wiki = described["files"][1]
+    assert wiki["sha256"] == data.manifest["wikitext/wikitext-103/wiki.test.tokens.csv"]["sha256"] and wiki["license"]
+    assert described["hub"] == [{"hub": "org/set", "name": "config", "split": "test", "revision": None}]

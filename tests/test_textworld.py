@@ -12,7 +12,7 @@ import pytest
 from harness.api import ActRequest, ChatMessage, GenerateResult, LoglikelihoodResult, Stage
 from harness.data import DataStore
 from harness.task import EvalSettings
-from tasks.textworld import COOKING_LEVELS, game_seed, parse_levels, tw_make_args
+from tasks.textworld_games import COOKING_LEVELS, game_seed, parse_levels, tw_make_args
 from tests.conftest import cli
 
 pytest.importorskip("textworld")
