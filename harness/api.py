@@ -18,6 +18,7 @@ class Capability(str, enum.Enum):
     STREAM = "stream"  # rolling or stateful scoring of long text: perplexity
     GENERATE = "generate"  # free text from a prompt
     ACT = "act"  # multi-turn: agent steps, repair rounds
+    VISION = "vision"  # requests carry images (needs an image-text-to-text model)
 
     def __str__(self) -> str:
         return self.value
@@ -28,6 +29,7 @@ class LoglikelihoodRequest:
     context: str
     continuation: str
     chat: bool = False  # render ``context`` as a user turn through the model's chat template
+    images: tuple[Any, ...] = ()  # PIL images shown with the context, before its text
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class StreamResult:
 class ChatMessage:
     role: Literal["system", "user", "assistant"]
     content: str
+    images: tuple[Any, ...] = ()  # PIL images in this message, before its text
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class GenerateRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     chat: bool = False  # render a string prompt as one user turn through the chat template
+    images: tuple[Any, ...] = ()  # PIL images shown with a string prompt, before its text
+
+    def all_images(self) -> tuple[Any, ...]:
+        if isinstance(self.prompt, tuple):
+            return tuple(image for message in self.prompt for image in message.images)
+        return self.images
 
 
 @dataclass(frozen=True)

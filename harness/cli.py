@@ -171,8 +171,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         rows = [[name, ",".join(sorted(map(str, cls.provides))), cls.summary(), describe(cls.Args) or "–"] for name, cls in METHODS.items()]
         print(_table(["method", "provides", "description", "arguments"], rows))
     elif args.what == "models":
-        rows = [[name, entry.kind, entry.description] for name, entry in sorted(zoo().items())]
-        print(_table(["model", "kind", "description"], rows))
+        rows = [[name, entry.model_kind, entry.kind, entry.description] for name, entry in sorted(zoo().items())]
+        print(_table(["model", "kind", "source", "description"], rows))
         print("(also: any local model folder or Hugging Face id)")
     else:
         methods = list(METHODS.items())

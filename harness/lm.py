@@ -9,15 +9,45 @@ own module and ``CausalLM`` joins them over one model and one cost counter:
 - ``harness.loglikelihood``: log p(continuation | context), shared contexts packed;
 - ``harness.rolling``: rolling-window log-likelihood of long texts (perplexity);
 - ``harness.decoding``: batched generation with stop strings, and the pieces a method needs
-  to decode by itself (EOS ids, answer cutting, the incremental KV-cached decoder).
+  to decode by itself (EOS ids, answer cutting, the incremental KV-cached decoder);
+- ``harness.vision``: requests that carry images, on an image-text-to-text model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from harness.api import GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult
 from harness.decoding import Generation
 from harness.loglikelihood import LoglikelihoodScoring
 from harness.rolling import RollingScoring
+from harness.vision import VisionRequests
+
+R = TypeVar("R")
+A = TypeVar("A")
 
 
-class CausalLM(LoglikelihoodScoring, RollingScoring, Generation):
+def _split(requests: Sequence[R], with_images: list[bool], text_only: Callable[[list[R]], list[A]],
+           images: Callable[[list[R]], list[A]]) -> list[A]:
+    """Answer the text-only requests in batches and those with images one by one, in order."""
+    plain = [r for r, has in zip(requests, with_images, strict=True) if not has]
+    shown = [r for r, has in zip(requests, with_images, strict=True) if has]
+    answers = iter(text_only(plain) if plain else []), iter(images(shown) if shown else [])
+    return [next(answers[has]) for has in with_images]
+
+
+class CausalLM(LoglikelihoodScoring, RollingScoring, Generation, VisionRequests):
     """Batched scoring and generation over one loaded model, counting its cost."""
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        with_images = [bool(r.images) for r in requests]
+        if not any(with_images):
+            return super().loglikelihood(requests)
+        return _split(requests, with_images, super().loglikelihood, self.loglikelihood_with_images)
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        with_images = [bool(r.all_images()) for r in requests]
+        if not any(with_images):
+            return super().generate(requests)
+        return _split(requests, with_images, super().generate, self.generate_with_images)

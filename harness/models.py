@@ -17,7 +17,7 @@ import struct
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness import gguf as gguf_weights
 from harness import progress
@@ -26,6 +26,7 @@ from harness.errors import ModelLoadError, UnknownNameError, first_line
 from harness.store import atomic_write_text
 from harness.zoo import ZooEntry, cache_dir, cached_sha256, zoo
 
+ModelKind = Literal["causal-lm", "sequence-classifier", "image-text-to-text"]
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when a config states no context length
 IDENTITY_FILE = "harness_identity.json"
 
@@ -40,9 +41,13 @@ class ModelIdentity:
     chat_template_sha256: str | None
     max_length: int
     architecture: str
+    kind: ModelKind = "causal-lm"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        identity = asdict(self)
+        if self.kind == "causal-lm":
+            del identity["kind"]  # the kind every run had before kinds existed: their run ids stay
+        return identity
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ class LoadedModel:
     tokenizer: Any
     identity: ModelIdentity
     device: Any  # torch.device
+    processor: Any = None  # image-text-to-text models: the processor (images + text -> inputs)
+
+    @property
+    def kind(self) -> ModelKind:
+        return self.identity.kind
 
     @property
     def max_length(self) -> int:
@@ -148,8 +158,23 @@ def _folder_identity(name: str, source: str, folder: Path, dtype: str, weights_s
     return ModelIdentity(
         name=name, source=source, weights_sha256=weights_sha256, dtype=dtype, n_parameters=n_parameters,
         chat_template_sha256=_template_hash(tokenizer), max_length=context_length(config, tokenizer),
-        architecture=(config.architectures or [config.model_type])[0],
+        architecture=(config.architectures or [config.model_type])[0], kind=model_kind(config),
     )
+
+
+def model_kind(config: Any) -> ModelKind:
+    """What a checkpoint is, from its config: a causal LM, a sequence classifier (a reward model's
+    scalar head) or an image-text-to-text model (a vision-language model such as LLaVA)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    architecture = (config.architectures or [""])[0]
+    if architecture.endswith("ForSequenceClassification"):
+        return "sequence-classifier"
+    if architecture.endswith("ForCausalLM"):
+        return "causal-lm"
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return "image-text-to-text"
+    return "causal-lm"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,14 +281,27 @@ def _resolve_hub(repo_id: str, dtype: str, display_name: str) -> ResolvedModel:
 # loading
 def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForSequenceClassification,
+        AutoProcessor,
+        AutoTokenizer,
+    )
 
     identity = resolved.identity
+    auto_model = {"causal-lm": AutoModelForCausalLM, "sequence-classifier": AutoModelForSequenceClassification,
+                  "image-text-to-text": AutoModelForImageTextToText}[identity.kind]
+    processor = None
     with progress.bar(total=2, desc=f"load {identity.name}", unit="step") as bar:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+            if identity.kind == "image-text-to-text":
+                processor = AutoProcessor.from_pretrained(resolved.path)
+                tokenizer = processor.tokenizer
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             bar.update(1)
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=getattr(torch, identity.dtype))
+            model = auto_model.from_pretrained(resolved.path, dtype=getattr(torch, identity.dtype))
             model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
             model.eval()
             bar.update(1)
@@ -271,4 +309,4 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
             raise ModelLoadError(f"model '{identity.name}' failed to load: {type(error).__name__}: {first_line(error)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=torch.device(device))
+    return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=torch.device(device), processor=processor)

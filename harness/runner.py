@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 import harness
 from harness import models, zoo
-from harness.api import Doc
+from harness.api import Capability, Doc
 from harness.config import build, to_dict
 from harness.data import DataStore
 from harness.errors import ArgumentError, DataUnavailableError, HarnessError, IncompatibleError
@@ -125,6 +125,7 @@ def prepare(request: RunRequest) -> Prepared:
         raise DataUnavailableError(f"task '{task.name}' found no documents")
     chosen, selection = select(docs, request.limit, request.seed)
     resolved = models.resolve(request.model, dtype)
+    check_model_kind(task, request.model, resolved.identity.kind)
     has_template = resolved.identity.chat_template_sha256 is not None
     if request.chat_template == "on" and not has_template:
         raise ArgumentError(f"model '{request.model}' has no chat template (--chat-template on)")
@@ -139,6 +140,17 @@ def prepare(request: RunRequest) -> Prepared:
         selection=selection.as_dict(),
     )
     return Prepared(request, task, method_cls, method_args, data, chosen, selection, resolved, device, spec)
+
+
+def check_model_kind(task: Task, model: str, kind: str) -> None:
+    """The run's model must read the task's requests: text as a causal LM or a vision-language
+    model, images only as the latter. Known from the model's config, before its weights load."""
+    if kind == "sequence-classifier":
+        raise IncompatibleError(f"model '{model}' is a sequence classifier (a reward model's scalar head): it scores "
+                                "text but cannot answer a task; give it to a method that uses a reward model")
+    if Capability.VISION in task.requires and kind != "image-text-to-text":
+        raise IncompatibleError(f"task '{task.name}' shows the model images, and model '{model}' is a {kind} that reads "
+                                "text only: use an image-text-to-text model (harness ls models)")
 
 
 def run(request: RunRequest) -> RunOutcome:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from harness.data import sha256_file
 from harness.store import atomic_write_json, atomic_write_text
-from harness.tiny_models import build_tiny_random_llama
+from harness.tiny_models import build_tiny_random_llama, build_tiny_random_llava, build_tiny_random_reward
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -53,6 +53,7 @@ class ZooEntry:
     hf_id: str | None = None
     builder: Callable[[Path], None] | None = None
     path: str | None = None  # kind "local": a model folder the harness made (attacks, training)
+    model_kind: str = "causal-lm"  # what the checkpoint is: causal-lm, sequence-classifier, image-text-to-text
 
 
 
@@ -74,6 +75,16 @@ BUILTIN_ZOO: dict[str, ZooEntry] = {
             "tiny-random-llama",
             "2-layer Llama, random weights (seed 0), byte-level tokenizer: tests and smoke runs",
             "random", builder=build_tiny_random_llama,
+        ),
+        ZooEntry(
+            "tiny-random-reward",
+            "2-layer Llama with a scalar head (sequence classifier), random weights: reward-model tests",
+            "random", builder=build_tiny_random_reward, model_kind="sequence-classifier",
+        ),
+        ZooEntry(
+            "tiny-random-llava",
+            "LLaVA: 2-layer CLIP vision tower + 2-layer Llama, random weights, 28x28 images: vision-language tests",
+            "random", builder=build_tiny_random_llava, model_kind="image-text-to-text",
         ),
     )
 }

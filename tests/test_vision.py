@@ -1,0 +1,87 @@
+"""Model kinds and images in requests, on tiny random models built from configs (seconds)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image, ImageDraw
+
+from harness import models
+from harness.api import Capability, ChatMessage, GenerateRequest, LoglikelihoodRequest
+from harness.errors import IncompatibleError
+from harness.lm import CausalLM
+from harness.method import Cost, MethodOptions
+
+
+@pytest.fixture(scope="module")
+def llava():
+    return models.load(models.resolve("tiny-random-llava"))
+
+
+def _square(colour: str) -> Image.Image:
+    image = Image.new("RGB", (40, 32), "white")
+    ImageDraw.Draw(image).rectangle([4, 4, 24, 24], fill=colour)
+    return image
+
+
+def _circle(colour: str) -> Image.Image:
+    image = Image.new("RGB", (36, 36), "black")
+    ImageDraw.Draw(image).ellipse([2, 2, 34, 34], fill=colour)
+    return image
+
+
+def test_each_kind_loads_with_its_head_and_says_what_it_is(llava, tiny):
+    assert llava.kind == "image-text-to-text" and llava.processor is not None
+    assert llava.identity.as_dict()["kind"] == "image-text-to-text"
+    assert tiny.kind == "causal-lm" and "kind" not in tiny.identity.as_dict()  # causal LMs keep their run ids
+    reward = models.load(models.resolve("tiny-random-reward"))
+    assert reward.kind == "sequence-classifier"
+    ids = reward.tokenizer("A helpful answer.", return_tensors="pt")
+    assert reward.model(**ids).logits.shape == (1, 1)  # one scalar per sequence
+
+
+def test_base_answers_requests_with_images_and_the_image_matters(llava):
+    from methods.base import BaseArgs, BaseMethod
+
+    method = BaseMethod(llava, BaseArgs(), MethodOptions(show_progress=False))
+    red, blue = _square("red"), _circle("blue")
+    question = "What shape is this?"
+    scored = method.loglikelihood([LoglikelihoodRequest(question, " A square", images=(red,)),
+                                   LoglikelihoodRequest(question, " A square", images=(blue,)),
+                                   LoglikelihoodRequest(question + " No image.", " A square"),
+                                   LoglikelihoodRequest(question, " A square", images=(red,))])
+    assert scored[0].logprob != scored[1].logprob  # the pixels reach the model
+    assert scored[0] == scored[3] and all(s.n_tokens == len(" A square") for s in scored)  # byte tokens
+    alone = method.loglikelihood([LoglikelihoodRequest(question + " No image.", " A square")])[0]
+    assert alone.logprob == pytest.approx(scored[2].logprob, abs=1e-4)  # text-only requests keep the batched path
+
+    chat = GenerateRequest((ChatMessage("user", question, (red,)),), max_new_tokens=6)
+    first, again = method.generate([chat, chat])
+    assert first == again and 0 < first.n_tokens <= 6
+    other = method.generate([GenerateRequest((ChatMessage("user", question, (blue,)),), max_new_tokens=6)])[0]
+    lm = CausalLM(llava, Cost(), show_progress=False)
+    rendered = lm._render([ChatMessage("user", question, (red,))])
+    assert rendered.count("<image>") == 1 and rendered.index("<image>") < rendered.index(question)
+    assert method.cost.tokens_generated == first.n_tokens * 2 + other.n_tokens
+
+
+def test_an_image_task_meets_a_text_only_model_or_method_with_one_line():
+    from harness.runner import check_compatible, check_model_kind
+    from methods.cleangen import CleanGenMethod
+
+    class ImageTask:
+        name = "pictures"
+        requires = frozenset({Capability.GENERATE, Capability.VISION})
+
+    with pytest.raises(IncompatibleError, match="reads text only"):
+        check_model_kind(ImageTask(), "smollm2-135m-instruct", "causal-lm")
+    check_model_kind(ImageTask(), "tiny-random-llava", "image-text-to-text")
+    with pytest.raises(IncompatibleError, match="needs vision"):
+        check_compatible(ImageTask(), CleanGenMethod)  # a text-only method
+    with pytest.raises(IncompatibleError, match="sequence classifier"):
+        check_model_kind(ImageTask(), "tiny-random-reward", "sequence-classifier")
+
+
+def test_images_on_a_text_only_model_fail_with_one_line(tiny):
+    lm = CausalLM(tiny, Cost(), show_progress=False)
+    with pytest.raises(IncompatibleError, match="cannot read images"):
+        lm.generate([GenerateRequest("Describe it.", 4, images=(_square("red"),))])
