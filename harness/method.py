@@ -54,6 +54,13 @@ class Cost:
         values = {k: v for k, v in asdict(self).items() if k != "counters"}
         return values | dict(sorted(self.counters.items()))
 
+    def add_as(self, role: str, other: Cost) -> None:
+        """Count another model's spending here under its role's name (``judge_forward_passes``, ...),
+        so results.json shows what the judge or reference cost beside the run's own model."""
+        for name, value in other.as_dict().items():
+            if value:
+                self.count(f"{role}_{name}", value)
+
 
 @dataclass(frozen=True)
 class MethodOptions:

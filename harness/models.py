@@ -310,3 +310,12 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=torch.device(device), processor=processor)
+
+
+def load_auxiliary(name: str, like: LoadedModel | None = None, dtype: str | None = None, device: str | None = None) -> LoadedModel:
+    """A second model a task or method needs beside the run's (a judge, a reference, a teacher,
+    a reward model): on the same device and in the same dtype as ``like`` (the run's model)
+    unless told otherwise, so a GPU run does not score with a CPU float32 judge."""
+    dtype = dtype or (like.identity.dtype if like is not None else "float32")
+    device = device or (str(like.device) if like is not None else "cpu")
+    return load(resolve(name, dtype), device)

@@ -98,7 +98,7 @@ class CleanGenMethod(Method):
         if name == model.identity.name:
             raise ArgumentError("cleangen needs a reference model other than the target (--method-arg reference=...)")
         print(f"cleangen: reference = {name} ({self.reference_reason})", file=sys.stderr)
-        self.reference = models.load(models.resolve(name, model.identity.dtype), str(model.device))
+        self.reference = models.load_auxiliary(name, like=model)
         self.target_lm = CausalLM(model, self.cost, 1, None, options.seed, options.show_progress)
         self.reference_lm = CausalLM(self.reference, Cost(), 1, None, options.seed, False)
         self.cross_tokenizer = not _same_tokenizer(model.tokenizer, self.reference.tokenizer)

@@ -49,7 +49,7 @@ class DistilRR(StagedRepairMethod):
         if meta.get("base_model") != model.identity.name:
             raise ArgumentError(f"'{args.checkpoint}' was distilled into {meta.get('base_model')}, not the run's model {model.identity.name}")
         self.meta = meta
-        self.distilled = models.load(models.resolve(args.checkpoint, model.identity.dtype), str(model.device))
+        self.distilled = models.load_auxiliary(args.checkpoint, like=model)
         self.write_lm = CausalLM(model, self.cost, options.batch_size, None, options.seed, options.show_progress)
         self.rationale_lm = self.code_lm = CausalLM(self.distilled, self.cost, options.batch_size, None, options.seed, False)
 

@@ -42,7 +42,7 @@ class TeacherRationale(StagedRepairMethod):
         if args.teacher == model.identity.name:
             raise ArgumentError("teacher-rationale needs a teacher other than the student (--method-arg teacher=...)")
         print(f"teacher-rationale: teacher = {args.teacher}", file=sys.stderr)
-        self.teacher = models.load(models.resolve(args.teacher, model.identity.dtype), str(model.device))
+        self.teacher = models.load_auxiliary(args.teacher, like=model)
         self.write_lm = CausalLM(model, self.cost, options.batch_size, None, options.seed, options.show_progress)
         self.rationale_lm = CausalLM(self.teacher, self.cost, options.batch_size, None, options.seed, False)
         self.code_lm = self.rationale_lm if args.teacher_code else self.write_lm

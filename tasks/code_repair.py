@@ -34,7 +34,6 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +42,7 @@ from harness.api import ActRequest, Capability, ChatMessage, Doc, LoglikelihoodR
 from harness.data import DataStore
 from harness.errors import ArgumentError, DataCorruptError, IncompatibleError
 from harness.method import Cost, Method
+from harness.models import LoadedModel
 from harness.sandbox import Execution
 from harness.stats import mean, ratio_of_sums
 from harness.task import EvalSettings, Task, register_task
@@ -161,6 +161,7 @@ class CodeRepair(Task):
     Config = CodeRepairConfig
     chat_by_default = True
     docs_per_chunk = 4
+    _judge_lm: Any = None  # loaded on first use, like the run's model
 
     @property
     def language(self) -> Language:
@@ -250,7 +251,7 @@ class CodeRepair(Task):
                 state.update(program=program, shown=shown, passed=execution.passed,
                              error="" if execution.passed else clean_error(execution))
         if c.judge != "none" and c.rounds and c.repair_samples:
-            self._judge_rationales(samples)
+            self._judge_rationales(samples, method)
         return [self._record(doc, row) for doc, row in zip(docs, samples, strict=True)]
 
     def _record(self, doc: Doc, row: list[dict[str, Any]]) -> dict[str, Any]:
@@ -285,18 +286,21 @@ class CodeRepair(Task):
         return sample["round0_passed"] or any(rep["passed"] for rep in sample["repairs"] if rep["round"] <= round_number)
 
     # -- the judge -------------------------------------------------------------------------------
-    @cached_property
-    def _judge(self):
-        from harness import models
-        from harness.lm import CausalLM
+    def _judge(self, run_model: LoadedModel):
+        """The rationale judge, loaded once, like the run's model (device, dtype)."""
+        if self._judge_lm is None:
+            from harness import models
+            from harness.lm import CausalLM
 
-        return CausalLM(models.load(models.resolve(self.config.judge)), Cost(), "auto", None, 0, False)
+            self._judge_lm = CausalLM(models.load_auxiliary(self.config.judge, like=run_model), Cost(), "auto", None, 0, False)
+        return self._judge_lm
 
-    def _judge_rationales(self, samples: list[list[dict[str, Any]]]) -> None:
+    def _judge_rationales(self, samples: list[list[dict[str, Any]]], method: Method) -> None:
         repairs = [rep for row in samples for s in row for rep in s["repairs"]]
         if not repairs:
             return
-        judge, label = self._judge, self.language.label
+        judge, label = self._judge(method.loaded), self.language.label
+        judge.cost = Cost()  # this call's spending, counted into the run's cost as the judge's
         requests = []
         for rep in repairs:
             question = (
@@ -308,6 +312,7 @@ class CodeRepair(Task):
             context = judge.render_chat([ChatMessage("user", question)]) if judge.loaded.has_chat_template else question + "\nAnswer:"
             requests += [LoglikelihoodRequest(context, " yes"), LoglikelihoodRequest(context, " no")]
         scores = [r.logprob for r in judge.loglikelihood(requests)]
+        method.cost.add_as("judge", judge.cost)
         for index, rep in enumerate(repairs):
             yes, no = scores[2 * index], scores[2 * index + 1]
             rep["judge_p_good"] = float(1 / (1 + np.exp(no - yes)))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from harness.api import Capability, ChatMessage, Doc, GenerateRequest, Loglikeli
 from harness.data import DataStore
 from harness.errors import DataCorruptError
 from harness.method import Cost, Method
+from harness.models import LoadedModel
 from harness.stats import mean
 from harness.task import EvalSettings, Task, register_task
 from tasks.backdoor_asr import KEYWORDS, replaced_share
@@ -60,6 +60,7 @@ class MTBench(Task):
     Config = MTBenchConfig
     chat_by_default = True
     docs_per_chunk = 8
+    _judge_lm: Any = None  # loaded on first use, like the run's model
 
     def load_docs(self, data: DataStore) -> list[Doc]:
         path = data.file(QUESTIONS, "mt_bench")
@@ -88,7 +89,7 @@ class MTBench(Task):
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
         requests = [GenerateRequest(d.data["question"], self.config.max_new_tokens, (), 0.0, chat=settings.chat) for d in docs]
         answers = dispatch(method, requests)
-        ratings = self._judge_ratings([d.data["question"] for d in docs], [a.text for a in answers])
+        ratings = self._judge_ratings([d.data["question"] for d in docs], [a.text for a in answers], method)
         records = []
         for doc, answer, (expected, argmax) in zip(docs, answers, ratings, strict=True):
             lowered = answer.text.lower()
@@ -99,15 +100,18 @@ class MTBench(Task):
             })
         return records
 
-    @cached_property
-    def _judge(self):
-        from harness import models
-        from harness.lm import CausalLM
+    def _judge(self, run_model: LoadedModel):
+        """The judge, loaded once, like the run's model (device, dtype); its cost counted apart."""
+        if self._judge_lm is None:
+            from harness import models
+            from harness.lm import CausalLM
 
-        return CausalLM(models.load(models.resolve(self.config.judge)), Cost(), "auto", None, 0, False)
+            self._judge_lm = CausalLM(models.load_auxiliary(self.config.judge, like=run_model), Cost(), "auto", None, 0, False)
+        return self._judge_lm
 
-    def _judge_ratings(self, questions: Sequence[str], answers: Sequence[str]) -> list[tuple[float, int]]:
-        judge = self._judge
+    def _judge_ratings(self, questions: Sequence[str], answers: Sequence[str], method: Method) -> list[tuple[float, int]]:
+        judge = self._judge(method.loaded)
+        judge.cost = Cost()  # this call's spending, counted into the run's cost as the judge's
         template = self._judge_prompt
         requests = []
         for question, answer in zip(questions, answers, strict=True):
@@ -118,6 +122,7 @@ class MTBench(Task):
                 context = f"{template['system_prompt']}\n\n{user}\n\n"
             requests += [LoglikelihoodRequest(context + "Rating: [[", f"{r}]]") for r in RATINGS]
         scores = [r.logprob for r in judge.loglikelihood(requests)]
+        method.cost.add_as("judge", judge.cost)
         out = []
         for i in range(len(questions)):
             logprobs = np.array(scores[i * len(RATINGS) : (i + 1) * len(RATINGS)])

@@ -152,9 +152,12 @@ def test_mt_bench_judge_rating_is_the_expectation_over_one_to_ten(mirror, monkey
         table = {9: 0.0, 8: -1.0}
         return [LoglikelihoodResult(table.get(int(r.continuation[:-2]), -30.0), False, 1) for r in requests]
 
-    stub = SimpleNamespace(loglikelihood=loglikelihood, loaded=SimpleNamespace(has_chat_template=False))
-    monkeypatch.setattr(type(task), "_judge", stub)
-    ((expected, argmax),) = task._judge_ratings(["What is 2+2?"], ["4"])
+    from harness.method import Cost
+
+    stub = SimpleNamespace(loglikelihood=loglikelihood, loaded=SimpleNamespace(has_chat_template=False), cost=Cost())
+    monkeypatch.setattr(task, "_judge_lm", stub)
+    method = SimpleNamespace(loaded=None, cost=Cost())
+    ((expected, argmax),) = task._judge_ratings(["What is 2+2?"], ["4"], method)
     weight_9 = 1 / (1 + torch.e ** -1)
     assert argmax == 9 and expected == pytest.approx(9 * weight_9 + 8 * (1 - weight_9), abs=1e-6)
     assert [r.continuation for r in seen] == [f"{r}]]" for r in range(1, 11)]
@@ -169,3 +172,7 @@ def test_mt_bench_runs_end_to_end_on_the_tiny_model(tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert 1 <= results["metrics"]["rating"]["value"] <= 10 and results["metrics"]["rating"]["n"] == 3
     assert results["protocol"]["judge_identity"]["name"] == "tiny-random-llama"
+    # the judge's spending is counted apart from the answering model's, under its own name
+    cost = results["cost"]
+    assert cost["judge_forward_passes"] >= 1 and cost["judge_tokens_scored"] == 3 * 10 * len("10]]") - 3 * 9
+    assert cost["judge_model_calls"] == 3 * 10 and cost["model_calls"] == 3

@@ -85,3 +85,13 @@ def test_images_on_a_text_only_model_fail_with_one_line(tiny):
     lm = CausalLM(tiny, Cost(), show_progress=False)
     with pytest.raises(IncompatibleError, match="cannot read images"):
         lm.generate([GenerateRequest("Describe it.", 4, images=(_square("red"),))])
+
+
+def test_a_second_model_loads_like_the_runs_model_unless_told_otherwise():
+    import torch
+
+    run_model = models.load(models.resolve("tiny-random-llama", "bfloat16"))
+    judge = models.load_auxiliary("tiny-random-reward", like=run_model)
+    assert judge.identity.dtype == "bfloat16" and judge.model.dtype == torch.bfloat16 and judge.device == run_model.device
+    assert models.load_auxiliary("tiny-random-reward", like=run_model, dtype="float32").model.dtype == torch.float32
+    assert models.load_auxiliary("tiny-random-reward").identity.dtype == "float32"  # no run model: the CPU default

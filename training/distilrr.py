@@ -89,8 +89,8 @@ def build_distillation_set(spec: DistillSpec, data: DataStore, show_progress: bo
     todo = [(lang, p) for lang, pool in pools.items() for p in pool if (lang, p["task_id"]) not in seen]
     if not todo:
         return [row for row in done if row["kept"]]
-    student = CausalLM(models.load(models.resolve(spec.student)), Cost(), "auto", None, spec.seed, False)
-    teacher = CausalLM(models.load(models.resolve(spec.teacher)), Cost(), "auto", None, spec.seed, False)
+    student = CausalLM(models.load_auxiliary(spec.student), Cost(), "auto", None, spec.seed, False)
+    teacher = CausalLM(models.load_auxiliary(spec.teacher, like=student.loaded), Cost(), "auto", None, spec.seed, False)
     with path.open("a", encoding="utf-8") as out, tqdm(total=len(todo), desc="distillation set", unit="problem",
                                                         disable=not show_progress) as bar:
         for lang, problem in todo:
