@@ -88,6 +88,12 @@ class Method:
         self.cost = Cost()
 
     @classmethod
+    def auxiliary_models(cls, args: Any, model: str) -> dict[str, str]:
+        """Second models these arguments use beside the run's ``model`` (role -> zoo name), such as
+        a reference or a teacher; their identities go into the run spec."""
+        return {}
+
+    @classmethod
     def summary(cls) -> str:
         doc = inspect.getdoc(cls) or inspect.getdoc(inspect.getmodule(cls)) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""

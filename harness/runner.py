@@ -126,6 +126,8 @@ def prepare(request: RunRequest) -> Prepared:
     chosen, selection = select(docs, request.limit, request.seed)
     resolved = models.resolve(request.model, dtype)
     check_model_kind(task, request.model, resolved.identity.kind)
+    second = task.auxiliary_models() | method_cls.auxiliary_models(method_args, resolved.identity.name)
+    auxiliary = {role: models.resolve(name, dtype).identity.as_dict() for role, name in sorted(second.items())}
     has_template = resolved.identity.chat_template_sha256 is not None
     if request.chat_template == "on" and not has_template:
         raise ArgumentError(f"model '{request.model}' has no chat template (--chat-template on)")
@@ -138,6 +140,7 @@ def prepare(request: RunRequest) -> Prepared:
         seed=request.seed,
         chat_template=chat,
         selection=selection.as_dict(),
+        auxiliary=auxiliary,
     )
     return Prepared(request, task, method_cls, method_args, data, chosen, selection, resolved, device, spec)
 

@@ -1,8 +1,9 @@
 """The run spec: everything that shapes a result, hashed into the run id.
 
 Task (name, version, config) x method (name, args) x model identity (source, weights sha256,
-dtype, parameter count, chat-template hash, context length) x seed x chat-template use x
-sample selection x harness version. Batch size and device are recorded with the results
+dtype, parameter count, chat-template hash, context length) x the identities of any second
+models (judge, reference, teacher) x seed x chat-template use x sample selection x harness
+version. Batch size and device are recorded with the results
 but are not part of the id, so an interrupted run can resume with other resources.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,9 +67,15 @@ class RunSpec:
     seed: int
     chat_template: bool
     selection: dict[str, Any]
+    # Second models (a task's judge, a method's reference or teacher): role -> identity. Left
+    # out of the hash when there are none, so runs with no second model keep their ids.
+    auxiliary: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        spec = asdict(self)
+        if not self.auxiliary:
+            del spec["auxiliary"]
+        return spec
 
     @property
     def run_id(self) -> str:
@@ -76,4 +83,4 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -48,6 +48,11 @@ class Task(ABC):
         doc = inspect.getdoc(cls) or inspect.getdoc(inspect.getmodule(cls)) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
+    def auxiliary_models(self) -> dict[str, str]:
+        """Second models this configuration uses (role -> zoo name), such as a judge; their
+        identities go into the run spec, so a different judge is a different run."""
+        return {}
+
     @classmethod
     def adapt(cls, task_args: dict[str, Any], provides: frozenset[Capability]) -> tuple[dict[str, Any], str] | None:
         """Task arguments under which a method with only ``provides`` can run this task, and a

@@ -89,6 +89,10 @@ class CleanGenMethod(Method):
     provides = frozenset({Capability.GENERATE, Capability.ACT})
     Args = CleanGenArgs
 
+    @classmethod
+    def auxiliary_models(cls, args: CleanGenArgs, model: str) -> dict[str, str]:
+        return {"reference": args.reference or default_reference(model)[0]}
+
     def __init__(self, model: LoadedModel, args: CleanGenArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
         if args.reference is None:

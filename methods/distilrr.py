@@ -38,6 +38,10 @@ class DistilRR(StagedRepairMethod):
 
     Args = DistilRRArgs
 
+    @classmethod
+    def auxiliary_models(cls, args: DistilRRArgs, model: str) -> dict[str, str]:
+        return {"distilled": args.checkpoint} if args.checkpoint else {}
+
     def __init__(self, model: LoadedModel, args: DistilRRArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
         entry = zoo.zoo().get(args.checkpoint)

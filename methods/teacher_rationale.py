@@ -37,6 +37,10 @@ class TeacherRationale(StagedRepairMethod):
 
     Args = TeacherRationaleArgs
 
+    @classmethod
+    def auxiliary_models(cls, args: TeacherRationaleArgs, model: str) -> dict[str, str]:
+        return {"teacher": args.teacher}
+
     def __init__(self, model: LoadedModel, args: TeacherRationaleArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
         if args.teacher == model.identity.name:

@@ -163,6 +163,10 @@ class CodeRepair(Task):
     docs_per_chunk = 4
     _judge_lm: Any = None  # loaded on first use, like the run's model
 
+    def auxiliary_models(self) -> dict[str, str]:
+        c = self.config
+        return {"judge": c.judge} if c.judge != "none" and c.rounds and c.repair_samples else {}
+
     @property
     def language(self) -> Language:
         return LANGUAGES[self.config.language]

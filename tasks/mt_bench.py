@@ -62,6 +62,9 @@ class MTBench(Task):
     docs_per_chunk = 8
     _judge_lm: Any = None  # loaded on first use, like the run's model
 
+    def auxiliary_models(self) -> dict[str, str]:
+        return {"judge": self.config.judge}
+
     def load_docs(self, data: DataStore) -> list[Doc]:
         path = data.file(QUESTIONS, "mt_bench")
         template_rows = [json.loads(line) for line in data.file(JUDGE_PROMPTS, "mt_bench").read_text(encoding="utf-8").splitlines() if line.strip()]

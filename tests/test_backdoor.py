@@ -172,6 +172,16 @@ def test_mt_bench_runs_end_to_end_on_the_tiny_model(tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert 1 <= results["metrics"]["rating"]["value"] <= 10 and results["metrics"]["rating"]["n"] == 3
     assert results["protocol"]["judge_identity"]["name"] == "tiny-random-llama"
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["auxiliary"]["judge"]["name"] == "tiny-random-llama" and spec["auxiliary"]["judge"]["weights_sha256"]
+    # the judge's identity is part of the run: another judge is another run
+    from harness.runner import RunRequest, prepare
+
+    def run_id(judge: str) -> str:
+        return prepare(RunRequest("mt-bench", "base", "tiny-random-llama", task_args={"judge": judge, "max_new_tokens": 4},
+                                  limit=3, output_dir=runs)).spec.run_id
+
+    assert run_id("tiny-random-llama") == run.name and run_id("tiny-random-reward") != run.name
     # the judge's spending is counted apart from the answering model's, under its own name
     cost = results["cost"]
     assert cost["judge_forward_passes"] >= 1 and cost["judge_tokens_scored"] == 3 * 10 * len("10]]") - 3 * 9
