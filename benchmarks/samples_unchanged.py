@@ -6,8 +6,10 @@ one from the new), then::
 
     python benchmarks/samples_unchanged.py BEFORE_STORE AFTER_STORE
 
-Same spec = same run id, so runs are paired by id. Prints one line per run and exits 1 if
-any pair differs (or a run is missing from either store).
+Runs are paired by their spec without second models' identities (``auxiliary``, which
+issue 26 added to the run id), so a run whose id changed only by naming its judge or
+reference is still compared. Prints one line per run and exits 1 if any pair differs (or a
+run is missing from either store).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from pathlib import Path
 
 
 def _runs(store: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(store.iterdir()) if (p / "results.json").is_file()}
+    """Finished runs keyed by their spec without ``auxiliary``."""
+    runs = {}
+    for path in sorted(store.iterdir()):
+        if (path / "results.json").is_file():
+            spec = json.loads((path / "spec.json").read_text())
+            spec.pop("auxiliary", None)
+            runs[json.dumps(spec, sort_keys=True)] = path
+    return runs
 
 
 def main() -> int:
@@ -29,14 +38,15 @@ def main() -> int:
     args = parser.parse_args()
     before, after = _runs(args.before), _runs(args.after)
     moved = 0
-    for run_id in sorted(before.keys() | after.keys()):
-        if run_id not in before or run_id not in after:
-            print(f"{run_id}  only in {'after' if run_id in after else 'before'}")
+    for key in sorted(before.keys() | after.keys()):
+        if key not in before or key not in after:
+            print(f"{(after.get(key) or before[key]).name}  only in {'after' if key in after else 'before'}")
             moved += 1
             continue
-        spec = json.loads((before[run_id] / "spec.json").read_text())
+        spec = json.loads(key)
+        run_id = before[key].name if before[key].name == after[key].name else f"{before[key].name} -> {after[key].name}"
         label = f"{spec['task']['name']} × {spec['method']['name']} × {spec['model']['name']} (limit {spec['selection']['limit']})"
-        a, b = (before[run_id] / "samples.jsonl").read_bytes(), (after[run_id] / "samples.jsonl").read_bytes()
+        a, b = (before[key] / "samples.jsonl").read_bytes(), (after[key] / "samples.jsonl").read_bytes()
         same = a == b
         moved += not same
         print(f"{run_id}  {'identical' if same else 'DIFFERENT'}  {len(a.splitlines())} samples  {label}")

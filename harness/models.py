@@ -1,53 +1,27 @@
-"""Models by name (``harness.zoo``), a local folder or a Hugging Face id: their identity,
-resolution to a local weights folder, and loading.
+"""Models by name (``harness.zoo``), a local folder or a Hugging Face id: resolution to an
+identity (``harness.identity``) and a local weights folder, and loading.
 
-A model's identity (source, weights sha256, dtype, parameter count, chat-template hash,
-context length) is known without loading its weights, so a finished run can be found before
-any model loads. GGUF zoo models are dequantized once (``harness.gguf``) and kept as
-safetensors under ``$HARNESS_CACHE_DIR/models`` so later loads take seconds.
+GGUF zoo models are dequantized once (``harness.gguf``) and kept as safetensors under
+``$HARNESS_CACHE_DIR/models`` so later loads take seconds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import struct
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from harness import gguf as gguf_weights
 from harness import progress
 from harness.data import hub_reachable
 from harness.errors import ModelLoadError, UnknownNameError, first_line
+from harness.identity import IDENTITY_FILE, ModelIdentity, ModelKind, cached_identity, folder_identity
 from harness.store import atomic_write_text
 from harness.zoo import ZooEntry, cache_dir, cached_sha256, zoo
-
-ModelKind = Literal["causal-lm", "sequence-classifier", "image-text-to-text"]
-DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when a config states no context length
-IDENTITY_FILE = "harness_identity.json"
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    name: str
-    source: str
-    weights_sha256: str
-    dtype: str
-    n_parameters: int
-    chat_template_sha256: str | None
-    max_length: int
-    architecture: str
-    kind: ModelKind = "causal-lm"
-
-    def as_dict(self) -> dict[str, Any]:
-        identity = asdict(self)
-        if self.kind == "causal-lm":
-            del identity["kind"]  # the kind every run had before kinds existed: their run ids stay
-        return identity
 
 
 @dataclass(frozen=True)
@@ -86,8 +60,9 @@ class LoadedModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# identity
+# resolution: name -> identity + local safetensors folder (converting once if needed)
 def resolve_dtype(dtype: str, device: str) -> str:
+    """The dtype a run uses: ``auto`` is bfloat16 on a GPU, float32 on a CPU."""
     if dtype == "auto":
         return "bfloat16" if device.startswith("cuda") else "float32"
     if dtype not in {"float32", "bfloat16", "float16"}:
@@ -95,90 +70,6 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not files:
-        raise ModelLoadError(f"no model weights (*.safetensors or *.bin) in {folder}")
-    return files
-
-
-def _safetensors_parameter_count(files: list[Path]) -> int | None:
-    total = 0
-    for file in files:
-        if file.suffix != ".safetensors":
-            return None
-        with file.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        for key, info in header.items():
-            if key != "__metadata__":
-                count = 1
-                for dim in info["shape"]:
-                    count *= dim
-                total += count
-    return total
-
-
-def context_length(config: Any, tokenizer: Any | None = None) -> int:
-    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
-        value = getattr(config, attr, None) or getattr(getattr(config, "text_config", None), attr, None)
-        if value:
-            return int(value)
-    limit = getattr(tokenizer, "model_max_length", None)
-    if limit and limit < 1_000_000:
-        return int(limit)
-    return DEFAULT_MAX_LENGTH
-
-
-def _template_hash(tokenizer: Any) -> str | None:
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        return None
-    text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _folder_identity(name: str, source: str, folder: Path, dtype: str, weights_sha256: str | None = None) -> ModelIdentity:
-    from transformers import AutoConfig, AutoTokenizer
-
-    try:
-        config = AutoConfig.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except Exception as error:
-        raise ModelLoadError(f"model '{name}' at {folder} cannot be read: {type(error).__name__}: {first_line(error)}") from None
-    files = _weight_files(folder)
-    if weights_sha256 is None:
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(f"{file.name}:{cached_sha256(file)}\n".encode())
-        weights_sha256 = digest.hexdigest()
-    n_parameters = _safetensors_parameter_count(files)
-    if n_parameters is None:
-        n_parameters = -1  # *.bin checkpoints carry no cheap header to count from
-    return ModelIdentity(
-        name=name, source=source, weights_sha256=weights_sha256, dtype=dtype, n_parameters=n_parameters,
-        chat_template_sha256=_template_hash(tokenizer), max_length=context_length(config, tokenizer),
-        architecture=(config.architectures or [config.model_type])[0], kind=model_kind(config),
-    )
-
-
-def model_kind(config: Any) -> ModelKind:
-    """What a checkpoint is, from its config: a causal LM, a sequence classifier (a reward model's
-    scalar head) or an image-text-to-text model (a vision-language model such as LLaVA)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    architecture = (config.architectures or [""])[0]
-    if architecture.endswith("ForSequenceClassification"):
-        return "sequence-classifier"
-    if architecture.endswith("ForCausalLM"):
-        return "causal-lm"
-    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        return "image-text-to-text"
-    return "causal-lm"
-
-
-# ---------------------------------------------------------------------------------------------
-# resolution: name -> identity + local safetensors folder (converting once if needed)
 def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
     entries = zoo()
     if name in entries:
@@ -189,14 +80,14 @@ def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
             return _resolve_random(entry, dtype)
         if entry.kind == "local":
             folder = Path(entry.path or "")
-            return ResolvedModel(_folder_identity(name, f"zoo:{name}", folder, dtype), folder)
+            return ResolvedModel(folder_identity(name, f"zoo:{name}", folder, dtype), folder)
         return _resolve_hub(entry.hf_id or name, dtype, display_name=name)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"model path {path} is not a folder")
         folder = path.resolve()
-        return ResolvedModel(_folder_identity(name, f"local:{folder}", folder, dtype), folder)
+        return ResolvedModel(folder_identity(name, f"local:{folder}", folder, dtype), folder)
     if "/" in name and not name.startswith((".", "/")):
         return _resolve_hub(name, dtype, display_name=name)
     import difflib
@@ -215,15 +106,7 @@ def _resolve_gguf(entry: ZooEntry, dtype: str) -> ResolvedModel:
     folder = cache_dir() / "models" / f"{entry.name}-{sha[:16]}"
     if not (folder / IDENTITY_FILE).is_file():
         _convert_gguf(entry.name, gguf, folder)
-    return ResolvedModel(_cached_identity(entry.name, source, folder, dtype, sha), folder)
-
-
-def _cached_identity(name: str, source: str, folder: Path, dtype: str, sha: str) -> ModelIdentity:
-    stored = json.loads((folder / IDENTITY_FILE).read_text())
-    if stored.get("weights_sha256") != sha:
-        stored = _folder_identity(name, source, folder, "float32", sha).as_dict()
-        atomic_write_text(folder / IDENTITY_FILE, json.dumps(stored, indent=2))
-    return ModelIdentity(**{**stored, "name": name, "source": source, "dtype": dtype})
+    return ResolvedModel(cached_identity(entry.name, source, folder, dtype, sha), folder)
 
 
 def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
@@ -234,7 +117,7 @@ def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
         with progress.bar(total=2, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
             gguf_weights.dequantize(name, gguf, staging)
             bar.update(1)
-            identity = _folder_identity(name, str(gguf), staging, "float32", cached_sha256(gguf))
+            identity = folder_identity(name, str(gguf), staging, "float32", cached_sha256(gguf))
             atomic_write_text(staging / IDENTITY_FILE, json.dumps(identity.as_dict(), indent=2))
             bar.update(1)
         if folder.exists():
@@ -255,7 +138,7 @@ def _resolve_random(entry: ZooEntry, dtype: str) -> ResolvedModel:
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
-    return ResolvedModel(_folder_identity(entry.name, f"built:{entry.name}", folder, dtype), folder)
+    return ResolvedModel(folder_identity(entry.name, f"built:{entry.name}", folder, dtype), folder)
 
 
 def _resolve_hub(repo_id: str, dtype: str, display_name: str) -> ResolvedModel:
@@ -274,7 +157,7 @@ def _resolve_hub(repo_id: str, dtype: str, display_name: str) -> ResolvedModel:
             folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
         except Exception as error:
             raise ModelLoadError(f"model '{display_name}' could not be downloaded: {first_line(error)}") from None
-    return ResolvedModel(_folder_identity(display_name, f"hf:{repo_id}", folder, dtype), folder)
+    return ResolvedModel(folder_identity(display_name, f"hf:{repo_id}", folder, dtype), folder)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def tiny_gemma3(tiny):
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from harness.models import LoadedModel, ModelIdentity
+    from harness.identity import ModelIdentity
+    from harness.models import LoadedModel
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(
