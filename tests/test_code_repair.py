@@ -137,8 +137,12 @@ def test_a_language_without_a_toolchain_is_one_clear_error(mirror, monkeypatch):
 class ScriptedRepairer:
     """Writes a wrong program first; a repair turn explains and fixes it (or not)."""
 
+    loaded = None  # the judge loads like the run's model; the stub judge below needs none
+
     def __init__(self, fix: bool) -> None:
-        self.fix, self.requests = fix, []
+        from harness.method import Cost
+
+        self.fix, self.requests, self.cost = fix, [], Cost()
 
     def act(self, requests):
         self.requests += requests
@@ -163,7 +167,10 @@ def test_repair_loop_feeds_errors_back_and_scores_each_round(mirror, monkeypatch
     def loglikelihood(requests):  # the judge calls every rationale good
         return [LoglikelihoodResult(-0.1 if r.continuation == " yes" else -3.0, False, 1) for r in requests]
 
-    monkeypatch.setattr(type(task), "_judge", SimpleNamespace(loglikelihood=loglikelihood, loaded=SimpleNamespace(has_chat_template=False)))
+    from harness.method import Cost
+
+    judge = SimpleNamespace(loglikelihood=loglikelihood, loaded=SimpleNamespace(has_chat_template=False), cost=Cost())
+    monkeypatch.setattr(task, "_judge_lm", judge)
     method = ScriptedRepairer(fix)
     (record,) = task.evaluate([Doc(problem["task_id"], problem)], method, EvalSettings(True, 0))
     write = [r for r in method.requests if r.stage == "write"]
