@@ -32,8 +32,13 @@ class BaseArgs:
     max_length: int | None = None  # context length used; default: the model's own
 
     def __post_init__(self) -> None:
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError("max_length must be at least 2")
+        check_max_length(self.max_length)
+
+
+def check_max_length(max_length: int | None) -> None:
+    """A context must hold at least a prefix token and one scored token."""
+    if max_length is not None and max_length < 2:
+        raise ValueError("max_length must be at least 2")
 
 
 @register_method("base")

@@ -15,7 +15,7 @@ import torch
 
 from harness.method import MethodOptions, register_method
 from harness.models import LoadedModel
-from methods.base import BaseMethod
+from methods.base import BaseMethod, check_max_length
 from methods.quantize import transformer_linears
 
 
@@ -27,6 +27,7 @@ class PruneArgs:
     def __post_init__(self) -> None:
         if not 0 <= self.sparsity < 1:
             raise ValueError("sparsity must be in [0, 1)")
+        check_max_length(self.max_length)
 
 
 @torch.no_grad()

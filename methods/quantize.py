@@ -18,7 +18,7 @@ import torch
 
 from harness.method import MethodOptions, register_method
 from harness.models import LoadedModel
-from methods.base import BaseMethod
+from methods.base import BaseMethod, check_max_length
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class QuantizeArgs:
             raise ValueError("bits must be between 2 and 8")
         if self.group_size < 1:
             raise ValueError("group_size must be positive")
+        check_max_length(self.max_length)
 
 
 def transformer_linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:

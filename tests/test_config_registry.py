@@ -128,3 +128,11 @@ def test_ls_describes_one_task_or_method_and_the_matrix_marks_adaptable_pairs(ca
     assert cli("ls", "models") == 0
     kinds = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[2:] if line.startswith("tiny-")}
     assert kinds == {"tiny-random-llama": "causal-lm", "tiny-random-llava": "image-text-to-text", "tiny-random-reward": "sequence-classifier"}
+
+
+@pytest.mark.parametrize("method", ["base", "prune", "quantize"])
+def test_every_method_with_a_context_length_refuses_one_shorter_than_two(method):
+    """prune and quantize declared max_length without base's check, so max_length=1 got through."""
+    cls = METHODS.get(method)
+    with pytest.raises(ArgumentError, match="max_length must be at least 2"):
+        build(cls.Args, {"max_length": "1"}, f"method '{method}'")
