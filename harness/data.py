@@ -71,7 +71,8 @@ class DataStore:
     def describe(self) -> dict[str, Any]:
         """Where the data came from: the mirror, and every file (with its sha256 and source) and
         hub dataset this store served so far."""
-        return {"mirror": str(self.mirror) if self.mirror else None, "verified_sha256": self.verify,
+        # The mirror's place on this machine is left out: the files' sha256 say what was read.
+        return {"mirror": "local" if self.mirror else None, "verified_sha256": self.verify,
                 "files": [self.served[k] for k in sorted(self.served)], "hub": list(self.hub)}
 
     def file(self, relative: str, dataset: str) -> Path:

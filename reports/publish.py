@@ -1,7 +1,8 @@
 """Publishing finished runs into the repository (``harness publish RUN… --to results/``).
 
 A published run is a folder named by its run id holding ``spec.json``, ``results.json`` and
-``state.json`` byte for byte as the run wrote them, its plot artifacts, and its samples as
+``state.json`` as the run wrote them (only the data mirror's local path, which older runs
+recorded, becomes ``"local"``: the repository names no path of the machine), its plot artifacts, and its samples as
 ``samples.jsonl.gz`` (deterministic gzip, so publishing twice gives the same bytes). Samples
 that would compress past ``max_sample_bytes`` are trimmed: every record keeps its score fields
 (numbers, flags, short labels: what metrics, breakdowns and paired claims read), and a seeded
@@ -287,6 +288,20 @@ def _model_recipe(spec: RunSpec) -> dict[str, Any] | None:
     return zoo.recipe(Path(str(spec.model["source"]).removeprefix("local:")))
 
 
+def _copy_without_machine_paths(source: Path, target: Path) -> None:
+    """Copy a run's JSON file, replacing the absolute data-mirror path that runs made before
+    ``DataStore.describe`` stopped recording it; any other file is copied byte for byte."""
+    data = json.loads(source.read_text(encoding="utf-8"))
+    records = [data.get("data")] + [s.get("data") for s in data.get("sessions", [])] if isinstance(data, dict) else []
+    local = [r for r in records if isinstance(r, dict) and str(r.get("mirror") or "").startswith("/")]
+    if not local:
+        shutil.copyfile(source, target)
+        return
+    for record in local:
+        record["mirror"] = "local"
+    atomic_write_json(target, data)  # the writer the run used, so only that field differs
+
+
 # --- publish ------------------------------------------------------------------------------
 
 def _sha256(path: Path) -> str:
@@ -325,7 +340,7 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
     with staged_folder(dest / run_dir.run_id) as staging:
         for name in COPIED:
             if (run_dir.path / name).is_file():
-                shutil.copyfile(run_dir.path / name, staging / name)
+                _copy_without_machine_paths(run_dir.path / name, staging / name)
         (staging / SAMPLES_GZ).write_bytes(samples)
         if inputs is not None:
             (staging / INPUTS_GZ).write_bytes(inputs)

@@ -197,6 +197,15 @@ def test_committed_results_are_sound():
     assert publish.verify(RESULTS) == []
 
 
+def test_nothing_published_names_a_path_of_the_machine_that_ran_it():
+    """Runs recorded the data mirror's absolute path; publish writes "local" in its place."""
+    import re
+
+    found = [str(path.relative_to(REPO)) for root in (RESULTS, SITE) for path in root.rglob("*.json")
+             if re.search(r'"/(work|root|home|tmp|Users)/', path.read_text(encoding="utf-8"))]
+    assert not found, f"published files name local paths: {found[:5]}"
+
+
 def test_nothing_published_is_git_ignored():
     """A CI checkout holds only what git tracks: an ignore rule matching site/runs/ once shipped a site without its run pages."""
     if shutil.which("git") is None or not (REPO / ".git").exists():
