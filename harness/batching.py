@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from harness import progress
 from harness.method import Cost
 from harness.models import LoadedModel
 from harness.tokenization import PromptEncoder
@@ -21,11 +22,6 @@ from harness.tokenization import PromptEncoder
 HEAD_CHUNK = 1024  # positions per output-head chunk in rolling scoring
 CPU_TOKEN_BUDGET = 2048  # tokens per batch with --batch-size auto on CPU (bigger batches measured slower)
 CUDA_TOKEN_BUDGET = 65536
-
-
-def progress(total: int, desc: str, show: bool = True, unit: str = "req") -> tqdm:
-    """The progress bar of one batched call: transient, hidden when ``show`` is off or nothing is to do."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=not show or total == 0, leave=False)
 
 
 class BatchedModel(PromptEncoder):
@@ -56,7 +52,8 @@ class BatchedModel(PromptEncoder):
         self.sliding_window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
 
     def progress(self, total: int, desc: str) -> tqdm:
-        return progress(total, desc, self.show_progress)
+        """The progress bar of one batched call: transient, hidden when off or nothing is to do."""
+        return progress.bar(total=total, desc=desc, unit="req", disable=not self.show_progress or total == 0, leave=False)
 
     def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
         """Indices (already sorted longest first by the caller) grouped into batches."""

@@ -99,7 +99,8 @@ class DataStore:
                     f"the manifest says {entry['sha256'][:12]}… (file corrupt or changed)"
                 )
             self._verified.add(path)
-        self.served.setdefault(relative, self.record(relative) | {"file": relative})
+        if relative not in self.served:
+            self.served[relative] = self.record(relative) | {"file": relative}
         return path
 
     def record(self, relative: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from typing import TypeVar
 from harness.api import GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult
 from harness.decoding import Generation
 from harness.loglikelihood import LoglikelihoodScoring
+from harness.method import Cost
+from harness.models import LoadedModel
 from harness.rolling import RollingScoring
 from harness.vision import VisionRequests
 
@@ -51,3 +53,11 @@ class CausalLM(LoglikelihoodScoring, RollingScoring, Generation, VisionRequests)
         if not any(with_images):
             return super().generate(requests)
         return _split(requests, with_images, super().generate, self.generate_with_images)
+
+
+def auxiliary_lm(name: str, like: LoadedModel | None = None, seed: int = 0) -> CausalLM:
+    """A second model (a judge, a teacher) as a quiet ``CausalLM`` with its own cost, loaded
+    like the run's model (``models.load_auxiliary``)."""
+    from harness import models
+
+    return CausalLM(models.load_auxiliary(name, like=like), Cost(), "auto", None, seed, False)

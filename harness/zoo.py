@@ -127,9 +127,8 @@ def zoo() -> dict[str, ZooEntry]:
 def recipe(model: str | Path) -> dict[str, Any] | None:
     """The recipe of a model the harness made, by zoo name or folder; None when it has none
     (not made here, or a folder being written or damaged)."""
-    folder = Path(model) if isinstance(model, Path) else local_zoo_dir() / model
     try:
-        return json.loads((folder / RECIPE_FILE).read_text(encoding="utf-8"))
+        return json.loads(recipe_file(model).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
 

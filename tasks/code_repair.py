@@ -293,10 +293,9 @@ class CodeRepair(Task):
     def _judge(self, run_model: LoadedModel):
         """The rationale judge, loaded once, like the run's model (device, dtype)."""
         if self._judge_lm is None:
-            from harness import models
-            from harness.lm import CausalLM
+            from harness.lm import auxiliary_lm
 
-            self._judge_lm = CausalLM(models.load_auxiliary(self.config.judge, like=run_model), Cost(), "auto", None, 0, False)
+            self._judge_lm = auxiliary_lm(self.config.judge, like=run_model)
         return self._judge_lm
 
     def _judge_rationales(self, samples: list[list[dict[str, Any]]], method: Method) -> None:

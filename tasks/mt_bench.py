@@ -106,10 +106,9 @@ class MTBench(Task):
     def _judge(self, run_model: LoadedModel):
         """The judge, loaded once, like the run's model (device, dtype); its cost counted apart."""
         if self._judge_lm is None:
-            from harness import models
-            from harness.lm import CausalLM
+            from harness.lm import auxiliary_lm
 
-            self._judge_lm = CausalLM(models.load_auxiliary(self.config.judge, like=run_model), Cost(), "auto", None, 0, False)
+            self._judge_lm = auxiliary_lm(self.config.judge, like=run_model)
         return self._judge_lm
 
     def _judge_ratings(self, questions: Sequence[str], answers: Sequence[str], method: Method) -> list[tuple[float, int]]:

@@ -24,12 +24,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from harness import models, zoo
+from harness import zoo
 from harness.api import ActRequest, GenerateRequest
 from harness.data import DataStore
 from harness.errors import ArgumentError
-from harness.lm import CausalLM
-from harness.method import Cost
+from harness.lm import CausalLM, auxiliary_lm
 from methods.self_repair import two_stage_repair
 from tasks.code_languages import LANGUAGES, assemble, code_block, run_program
 from tasks.code_repair import clean_error, load_problems, repair_messages, write_messages
@@ -89,8 +88,8 @@ def build_distillation_set(spec: DistillSpec, data: DataStore, show_progress: bo
     todo = [(lang, p) for lang, pool in pools.items() for p in pool if (lang, p["task_id"]) not in seen]
     if not todo:
         return [row for row in done if row["kept"]]
-    student = CausalLM(models.load_auxiliary(spec.student), Cost(), "auto", None, spec.seed, False)
-    teacher = CausalLM(models.load_auxiliary(spec.teacher, like=student.loaded), Cost(), "auto", None, spec.seed, False)
+    student = auxiliary_lm(spec.student, seed=spec.seed)
+    teacher = auxiliary_lm(spec.teacher, like=student.loaded, seed=spec.seed)
     with path.open("a", encoding="utf-8") as out, tqdm(total=len(todo), desc="distillation set", unit="problem",
                                                         disable=not show_progress) as bar:
         for lang, problem in todo:
