@@ -78,6 +78,7 @@ class GenerateRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     chat: bool = False  # render a string prompt as one user turn through the chat template
+    top_k: int | None = None  # sampling: only the k most likely tokens (None: the model's generation config)
     images: tuple[Any, ...] = ()  # PIL images shown with a string prompt, before its text
 
     def all_images(self) -> tuple[Any, ...]:

@@ -133,7 +133,7 @@ class Generation(BatchedModel):
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         prompts = [self.prompt_tokens(r) for r in requests]
-        keys = [(r.max_new_tokens, r.until, r.temperature, r.top_p) for r in requests]
+        keys = [(r.max_new_tokens, r.until, r.temperature, r.top_p, r.top_k) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: (keys[i], -len(prompts[i]), i))
         results: list[GenerateResult | None] = [None] * len(requests)
         with self.progress(len(requests), "generate") as bar:
@@ -166,6 +166,8 @@ class Generation(BatchedModel):
         )
         if sampling:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+            if settings.top_k is not None:
+                kwargs["top_k"] = settings.top_k
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if settings.until:

@@ -109,7 +109,7 @@ def local_zoo() -> dict[str, ZooEntry]:
             continue  # a folder being written, or damaged: not offered
         entries[meta_path.parent.name] = ZooEntry(
             name=meta_path.parent.name, description=meta.get("description", "made by the harness"), kind="local",
-            path=str(meta_path.parent),
+            path=str(meta_path.parent), model_kind=meta.get("model_kind", "causal-lm"),
         )
     return entries
 

@@ -28,7 +28,7 @@ def add_parsers(sub: Any) -> None:
     attack.add_argument("--quiet", action="store_true")
 
 
-    train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation), hmt, rmt")
+    train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation), hmt, rmt, reward-model")
     which = train.add_subparsers(dest="trainer", required=True)
     distil = which.add_parser("distilrr", help="distil a teacher's code repairs into a student (LoRA)")
     distil.add_argument("--teacher", required=True, help="zoo model that writes rationales and fixes")
@@ -47,6 +47,20 @@ def add_parsers(sub: Any) -> None:
     distil.add_argument("--seed", type=int, default=0)
     distil.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     distil.add_argument("--quiet", action="store_true")
+    reward = which.add_parser("reward-model", help="train a reward model (Bradley-Terry, TRL) on HH-RLHF helpful pairs outside the hh-rlhf task's prompts")
+    reward.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo backbone; default {DEFAULT_MODEL}")
+    reward.add_argument("--epochs", type=int, default=1)
+    reward.add_argument("--learning-rate", type=float, default=5e-4)
+    reward.add_argument("--lora-r", type=int, default=16, help="LoRA rank; 0 = train the whole model")
+    reward.add_argument("--batch-size", type=int, default=8)
+    reward.add_argument("--max-length", type=int, default=512, help="tokens per conversation (cut from the left)")
+    reward.add_argument("--n-train", type=int, default=None, help="use only the first N training pairs")
+    reward.add_argument("--n-eval", type=int, default=None, help="held-out pairs per subset for the accuracy (default all)")
+    reward.add_argument("--save-every", type=int, default=50)
+    reward.add_argument("--seed", type=int, default=0)
+    reward.add_argument("--name", default="", help="zoo name of the result (default <model>-rm)")
+    reward.add_argument("--data-dir", default=None)
+    reward.add_argument("--quiet", action="store_true")
     for kind, what in (("hmt", "HMT memory (sensory + memory embedding + search)"), ("rmt", "RMT memory tokens")):
         memory = which.add_parser(kind, help=f"train {what} around a zoo model on PG-19 train books (two-stage BPTT)")
         memory.add_argument("--model", default=DEFAULT_MODEL)
@@ -76,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.trainer in ("hmt", "rmt"):
         return _train_memory(args)
+    if args.trainer == "reward-model":
+        return _train_reward_model(args)
 
     for role in ("teacher", "student"):
         if getattr(args, role) not in zoo.zoo():
@@ -104,6 +120,23 @@ def _train_memory(args: argparse.Namespace) -> int:
                            zoo_name=args.name, **extra)
     name = train_memory(spec, DataStore(args.data_dir), show_progress=not args.quiet)
     print(f"zoo model: {name}  (use --model {name} --method {args.trainer} --method-arg segment={args.segment})")
+    return 0
+
+
+def _train_reward_model(args: argparse.Namespace) -> int:
+    from harness.data import DataStore
+    from training.reward_model import RewardModelSpec, train_reward_model
+
+    if args.model not in zoo.zoo():
+        raise ArgumentError(f"--model must be a zoo model (harness ls models); got '{args.model}'")
+    spec = RewardModelSpec(base_model=args.model, epochs=args.epochs, learning_rate=args.learning_rate, lora_r=args.lora_r,
+                           lora_alpha=2 * args.lora_r, batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
+                           save_every=args.save_every, n_train=args.n_train, n_eval=args.n_eval, name=args.name)
+    name = train_reward_model(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    held = (zoo.recipe(name) or {}).get("held_out", {})
+    for subset, value in held.get("pair_accuracy", {}).items():
+        print(f"held-out pair accuracy ({subset}): {value['accuracy']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}] n={value['n']}")
+    print(f"zoo model: {name}  (use --method cards --method-arg reward_model={name}; recipe in {zoo.recipe_file(name)})")
     return 0
 
 

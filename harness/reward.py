@@ -1,0 +1,180 @@
+"""A reward model as a scorer: one number for a conversation and its answer.
+
+Any sequence classifier with a single label (a Hugging Face reward model, or one made by
+``harness train reward-model``) scores ``messages + answer`` rendered through its own chat
+template, exactly as it was trained; a tokenizer without a template reads the HH-RLHF text
+form (``\\n\\nHuman: ...\\n\\nAssistant: ...``).
+
+Decoders that score many continuations of one growing answer (CARDS segments, ARGS's top-k
+tokens) keep the reward model's KV cache over the shared part: ``RewardState`` holds the
+template's head and the answer so far; each candidate runs only its own tokens and the
+template's tail, against a copy of the cache (batched candidates) or the cache itself,
+cropped back afterwards. ``score_texts`` scores whole answers (Best-of-N, evaluation).
+
+Costs, in the ``Cost`` given: ``rm_calls`` (sequences scored), ``rm_tokens`` (tokens run
+through the reward model, cache extensions included), ``rm_forward_passes``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.api import ChatMessage
+from harness.errors import IncompatibleError
+from harness.method import Cost
+from harness.models import LoadedModel
+
+_MARK = "\x00answer\x00"  # splits a rendered template into the text before and after the answer
+
+
+def hh_text(messages: Sequence[ChatMessage], answer: str | None = None) -> str:
+    """The HH-RLHF text form of a conversation (the official CARDS code scores this)."""
+    names = {"user": "Human", "assistant": "Assistant", "system": "Human"}
+    text = "".join(f"\n\n{names[m.role]}: {m.content}" for m in messages)
+    return text + "\n\nAssistant:" + (f" {answer}" if answer is not None else "")
+
+
+def frame(tokenizer: Any, messages: Sequence[ChatMessage]) -> tuple[list[int], list[int]]:
+    """(head, tail): the token ids a reward model reads before and after an answer to ``messages``:
+    its chat template around the answer, or the HH-RLHF text form without one. Training
+    (``harness train reward-model``) and scoring both render through this."""
+    if getattr(tokenizer, "chat_template", None):
+        chat = [{"role": m.role, "content": m.content} for m in messages] + [{"role": "assistant", "content": _MARK}]
+        before, after = tokenizer.apply_chat_template(chat, tokenize=False).split(_MARK, 1)
+        head = tokenizer.encode(before, add_special_tokens=False)
+    else:
+        before, after = hh_text(messages) + " ", ""
+        head = tokenizer.encode(before, add_special_tokens=True)
+    return head, tokenizer.encode(after, add_special_tokens=False) if after else []
+
+
+def render(tokenizer: Any, messages: Sequence[ChatMessage], answer: str, max_length: int) -> list[int]:
+    """Token ids of the conversation with ``answer`` as its last turn, cut from the left to ``max_length``."""
+    head, tail = frame(tokenizer, messages)
+    return (head + tokenizer.encode(answer, add_special_tokens=False) + tail)[-max_length:]
+
+
+@dataclass
+class RewardState:
+    """One conversation being answered: the template around the answer, the answer's tokens so
+    far, and the reward model's cache over the part of them it has read."""
+
+    head: list[int]  # template tokens before the answer
+    tail: list[int]  # template tokens after the answer
+    answer: list[int] = field(default_factory=list)
+    cache: Any = None
+    cached: int = 0  # tokens of head + answer the cache holds
+
+
+class RewardModel:
+    """Scores conversations with a sequence classifier's scalar head."""
+
+    def __init__(self, loaded: LoadedModel, cost: Cost, batch_size: int = 8) -> None:
+        if loaded.identity.kind != "sequence-classifier" or getattr(loaded.model.config, "num_labels", 1) != 1:
+            raise IncompatibleError(f"model '{loaded.identity.name}' is not a reward model (a sequence classifier with one label)")
+        self.loaded, self.cost, self.batch_size = loaded, cost, batch_size
+        self.tokenizer, self.device = loaded.tokenizer, loaded.device
+        self.max_length = loaded.identity.max_length
+
+    @property
+    def name(self) -> str:
+        return self.loaded.identity.name
+
+    # rendering -------------------------------------------------------------------------------
+    def frame(self, messages: Sequence[ChatMessage]) -> tuple[list[int], list[int]]:
+        """(head, tail): the token ids before and after the answer in the rendered conversation."""
+        return frame(self.tokenizer, messages)
+
+    def encode_answer(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def render(self, messages: Sequence[ChatMessage], answer: str) -> list[int]:
+        return render(self.tokenizer, messages, answer, self.max_length)
+
+    # scoring whole sequences -----------------------------------------------------------------
+    @torch.inference_mode()
+    def score_ids(self, sequences: Sequence[list[int]]) -> list[float]:
+        """Rewards of token sequences, batched by equal length (no padding: the scalar head reads
+        the last token, which padding would move)."""
+        rewards: list[float | None] = [None] * len(sequences)
+        by_length: dict[int, list[int]] = {}
+        for index, ids in enumerate(sequences):
+            by_length.setdefault(len(ids), []).append(index)
+        for indices in by_length.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                values = self._forward(torch.tensor([sequences[i] for i in chunk], device=self.device))[0]
+                for i, value in zip(chunk, values, strict=True):
+                    rewards[i] = value
+                self.cost.count("rm_calls", len(chunk))
+        return rewards  # type: ignore[return-value]
+
+    def score_texts(self, conversations: Sequence[Sequence[ChatMessage]], answers: Sequence[str]) -> list[float]:
+        return self.score_ids([self.render(m, a) for m, a in zip(conversations, answers, strict=True)])
+
+    def _forward(self, ids: torch.Tensor, cache: Any = None) -> tuple[list[float], Any]:
+        out = self.loaded.model(input_ids=ids, cache=cache, use_cache=cache is not None)
+        self.cost.count("rm_forward_passes")
+        self.cost.count("rm_tokens", ids.numel())
+        return out.logits[:, 0].float().tolist(), out.cache
+
+    # scoring continuations of one answer -----------------------------------------------------
+    def start(self, messages: Sequence[ChatMessage]) -> RewardState:
+        head, tail = self.frame(messages)
+        keep = max(1, self.max_length - len(tail) - 256)  # room for an answer; a longer prompt is cut from the left
+        return RewardState(head=head[-keep:], tail=tail)
+
+    def accept(self, state: RewardState, tokens: Sequence[int]) -> None:
+        """The answer grows by ``tokens`` (read into the cache on the next score)."""
+        state.answer += list(tokens)
+
+    @torch.inference_mode()
+    def _flush(self, state: RewardState) -> None:
+        known = state.head + state.answer
+        if state.cached < len(known):
+            _, state.cache = self._forward(torch.tensor([known[state.cached :]], device=self.device), self._cache(state))
+            state.cached = len(known)
+
+    def _cache(self, state: RewardState) -> Any:
+        if state.cache is None:
+            from transformers import DynamicCache
+
+            state.cache = DynamicCache(config=self.loaded.model.config)
+        return state.cache
+
+    @torch.inference_mode()
+    def score_continuations(self, state: RewardState, continuations: Sequence[list[int]]) -> list[float]:
+        """Rewards of the answer so far followed by each continuation (then the template's tail).
+
+        Continuations of equal length run as one batch against a copy of the cache; the cache
+        itself stays as it was."""
+        self._flush(state)
+        rewards: list[float | None] = [None] * len(continuations)
+        by_length: dict[int, list[int]] = {}
+        for index, ids in enumerate(continuations):
+            by_length.setdefault(len(ids), []).append(index)
+        for indices in by_length.values():
+            for start in range(0, len(indices), max(self.batch_size, 64)):
+                chunk = indices[start : start + max(self.batch_size, 64)]
+                new = torch.tensor([continuations[i] + state.tail for i in chunk], device=self.device)
+                if new.shape[1] == 0:  # nothing after the cached text: its reward is the last cached token's
+                    new = torch.tensor([[(state.head + state.answer)[-1]]] * len(chunk), device=self.device)
+                    state.cache.crop(state.cached - 1)
+                    state.cached -= 1
+                cache = copy.deepcopy(state.cache)
+                if len(chunk) > 1:
+                    cache.batch_repeat_interleave(len(chunk))
+                values, _ = self._forward(new, cache)
+                for i, value in zip(chunk, values, strict=True):
+                    rewards[i] = value
+                self.cost.count("rm_calls", len(chunk))
+        return rewards  # type: ignore[return-value]
+
+    def score_state(self, state: RewardState) -> float:
+        """The reward of the answer so far (the prompt alone when it is empty)."""
+        return self.score_continuations(state, [[]])[0]

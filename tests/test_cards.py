@@ -1,0 +1,208 @@
+"""Reward models and decoding-time alignment (CARDS, PAPERS.md §5): the reward model's cached
+scoring, the trainer (held-out split, resume, zoo entry), CARDS / Best-of-N / ARGS /
+rejection sampling against their definitions, and the hh-rlhf task, on tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import cli
+
+from harness import models, zoo
+from harness.api import ChatMessage, GenerateRequest
+from harness.data import DataStore
+from harness.errors import IncompatibleError
+from harness.method import METHODS, Cost, MethodOptions
+from harness.reward import RewardModel
+from tasks.hh_rlhf import distinct, held_out, official_diversity, split_dialogue
+
+CONVERSATION = (ChatMessage("user", "How do I bake bread?"), ChatMessage("assistant", "With flour."), ChatMessage("user", "And then?"))
+TINY_TRAINING = dict(base_model="tiny-random-llama", batch_size=4, n_train=16, n_eval=6, save_every=2, max_length=128)
+
+
+@pytest.fixture(scope="module")
+def reward_model():
+    return RewardModel(models.load(models.resolve("tiny-random-reward")), Cost())
+
+
+def test_cached_continuations_score_as_whole_sequences(reward_model):
+    state = reward_model.start(CONVERSATION)
+    prefix = reward_model.encode_answer("Knead it")
+    reward_model.accept(state, prefix)
+    continuations = [reward_model.encode_answer(t) for t in (" well", " for ten minutes", "!", " well")]
+    cached = reward_model.score_continuations(state, continuations)
+    whole = reward_model.score_ids([state.head + prefix + c + state.tail for c in continuations])
+    assert cached == pytest.approx(whole, abs=1e-5)
+    assert cached[0] == pytest.approx(cached[3], abs=1e-6)
+    # the cache is left as it was: scoring again gives the same numbers
+    assert reward_model.score_continuations(state, continuations[:1]) == pytest.approx(cached[:1], abs=1e-6)
+    assert reward_model.score_state(state) == pytest.approx(reward_model.score_texts([CONVERSATION], ["Knead it"])[0], abs=1e-5)
+    assert reward_model.cost.counters["rm_calls"] == 4 + 4 + 1 + 1 + 1
+
+
+def test_a_causal_lm_is_not_a_reward_model(tiny):
+    with pytest.raises(IncompatibleError, match="not a reward model"):
+        RewardModel(tiny, Cost())
+
+
+def _method(name: str, tiny, **args):
+    cls = METHODS.get(name)
+    return cls(tiny, cls.Args(reward_model="tiny-random-reward", **args), MethodOptions(seed=0, show_progress=False))
+
+
+REQUEST = GenerateRequest(CONVERSATION, max_new_tokens=24)
+
+
+def test_cards_segments_follow_the_entropy_rule_and_the_threshold(tiny):
+    # Entropy 0 ends every segment at min_segment; a threshold nobody misses accepts each at once.
+    easy = _method("cards", tiny, reward_target=-1e9, acceptance="hard", entropy_threshold=0.0, min_segment=5, eos_stop=False)
+    [result] = easy.generate([REQUEST])
+    assert result.n_tokens == 24 or result.finish_reason == "stop"
+    assert result.info["segments"] == result.info["candidates"] == 5  # 5+5+5+5+4 tokens
+    # An unreachable threshold: each segment is rejected max_rejections times, then the best is taken.
+    hard = _method("cards", tiny, reward_target=1e9, acceptance="hard", entropy_threshold=1e9, max_segment=8, max_rejections=3,
+                   eos_stop=False)
+    [result] = hard.generate([REQUEST])
+    assert result.info["segments"] == 3 and result.info["fallbacks"] == 3 and result.info["candidates"] == 3 * 4
+    again = _method("cards", tiny, reward_target=1e9, acceptance="hard", entropy_threshold=1e9, max_segment=8, max_rejections=3,
+                    eos_stop=False)
+    assert again.generate([REQUEST])[0].text == result.text  # seeded per prompt
+    assert hard.cost.counters["rm_calls"] == 1 + 12  # r(prompt) and one call per candidate
+
+
+def test_cards_falls_back_to_the_best_segment_seen(tiny, monkeypatch):
+    method = _method("cards", tiny, reward_target=1e9, acceptance="hard", entropy_threshold=1e9, max_segment=6, max_rejections=4,
+                     eos_stop=False)
+    seen: list[tuple[float, list[int]]] = []
+    real = method.score_extensions
+
+    def record(state, answer, candidates):
+        rewards = real(state, answer, candidates)
+        if answer == [] and candidates != [[]]:
+            seen.append((rewards[0], list(candidates[0])))
+        return rewards
+
+    monkeypatch.setattr(method, "score_extensions", record)
+    [result] = method.generate([GenerateRequest(CONVERSATION, max_new_tokens=6)])
+    best = max(seen, key=lambda pair: pair[0])[1]
+    assert len(seen) == 5 and result.text == tiny.tokenizer.decode(best, skip_special_tokens=True)
+
+
+def test_args_without_the_reward_is_greedy_decoding(tiny):
+    from harness.lm import CausalLM
+
+    method = _method("args", tiny, weight=0.0, eos_stop=True)
+    greedy = CausalLM(tiny, Cost(), 1, None, 0, False).generate([REQUEST])[0]
+    assert method.generate([REQUEST])[0].text == greedy.text
+    assert method.cost.counters["rm_calls"] == 40 * method.cost.tokens_generated or greedy.finish_reason == "stop"
+
+
+def test_args_with_a_heavy_reward_takes_the_best_rewarded_candidate(tiny):
+    method = _method("args", tiny, weight=1e6, top_k=5)
+    [result] = method.generate([GenerateRequest(CONVERSATION, max_new_tokens=1)])
+    prompt = method.prompt_ids(REQUEST)
+    top = torch.topk(method.decoder().feed(prompt)[-1], 5).indices.tolist()
+    state = method.reward.start(CONVERSATION)
+    rewards = method.reward.score_ids([state.head + [t] + state.tail for t in top])
+    assert result.text == tiny.tokenizer.decode([top[max(range(5), key=lambda i: rewards[i])]], skip_special_tokens=True)
+
+
+def test_best_of_n_returns_the_highest_rewarded_sample(tiny):
+    method = _method("best-of-n", tiny, n=4)
+    [result] = method.generate([REQUEST])
+    rewards = result.info["sample_rewards"]
+    assert len(rewards) == 4 and result.info["guide_reward"] == pytest.approx(max(rewards), abs=1e-5)
+    assert result.n_tokens == 24 or result.finish_reason == "stop"  # the official setting decodes every token
+    assert method.cost.counters["policy_forward_passes"] == 1 + 4 * 23  # one prefill, then a pass per sampled token but the last
+
+
+def test_rejection_sampling_accepts_or_falls_back(tiny):
+    easy = _method("rejection-sampling", tiny, reward_target=-1e9)
+    assert easy.generate([REQUEST])[0].info["rejections"] == 0
+    hard = _method("rejection-sampling", tiny, reward_target=1e9, acceptance="hard", max_rejections=2)
+    result = hard.generate([REQUEST])[0]
+    assert result.info["fallback"] and hard.cost.counters["rm_calls"] == 3
+
+
+def test_reward_guided_methods_need_a_reward_model(tiny):
+    with pytest.raises(ValueError, match="reward_model"):
+        METHODS.get("cards").Args()
+    with pytest.raises(Exception, match="not a reward model"):
+        METHODS.get("best-of-n")(tiny, METHODS.get("best-of-n").Args(reward_model="tiny-random-llama"), MethodOptions())
+
+
+def test_hh_rlhf_transcripts_split_into_turns_and_held_out_prompts_are_never_trained_on(mirror):
+    messages, answer = split_dialogue("\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Bye?\n\nAssistant: Goodbye.")
+    assert [m.role for m in messages] == ["user", "assistant", "user"] and messages[2].content == "Bye?" and answer == "Goodbye."
+    from training.reward_model import RewardModelSpec, split_pairs
+
+    train, evaluation = split_pairs(RewardModelSpec(), DataStore(mirror))
+    train_keys = {p["key"] for p in train}
+    assert len(train) > 1500 and not train_keys & {p["key"] for pairs in evaluation.values() for p in pairs}
+    assert all(not held_out(key) for key in train_keys)
+    assert 0.15 < len(evaluation["helpful"]) / (len(train) + len(evaluation["helpful"])) < 0.25
+
+
+def test_diversity_measures():
+    assert official_diversity("a b c d e") == pytest.approx((4 / 5) * (3 / 4) * (2 / 3))
+    assert official_diversity("a a a a a a") < official_diversity("a b c d e f")
+    assert distinct(["the cat sat", "the cat ran"], 1) == pytest.approx(4 / 6)
+
+
+def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    from training.reward_model import RewardModelSpec, train_reward_model
+
+    data = DataStore(mirror)
+    monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "clean")
+    name = train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False)
+    reference = models.load(models.resolve(name)).model.state_dict()
+
+    monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "crashed")
+    real_step, calls = Trainer.training_step, {"n": 0}
+
+    def crash_at_three(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", crash_at_three)
+    with pytest.raises(KeyboardInterrupt):
+        train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False)
+    assert not (tmp_path / "crashed" / name).exists()
+    monkeypatch.setattr(Trainer, "training_step", real_step)
+    assert train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False) == name
+    resumed = models.load(models.resolve(name)).model.state_dict()
+    assert all(torch.allclose(resumed[k], reference[k], atol=1e-6) for k in reference)
+
+    assert zoo.zoo()[name].model_kind == "sequence-classifier" and models.resolve(name).identity.kind == "sequence-classifier"
+    meta = json.loads(zoo.recipe_file(name).read_text())
+    held = meta["held_out"]
+    assert held["pair_accuracy"]["helpful"]["n"] == 6 and held["pair_accuracy"]["harmless"]["n"] == 6
+    assert 0 <= held["pair_accuracy"]["helpful"]["ci_low"] <= held["pair_accuracy"]["helpful"]["accuracy"] <= 1
+    assert set(held["chosen_reward_quantiles"]) == {"0.1", "0.25", "0.5", "0.75", "0.9"}
+    assert meta["data"]["n_train_pairs"] == 16 and meta["training"]["steps"] == 4
+
+    # CARDS's r* defaults to the recorded median of held-out chosen rewards.
+    from methods.reward_guided import reward_target
+
+    assert reward_target(name, None, 0.5)[0] == pytest.approx(held["chosen_reward_quantiles"]["0.5"])
+
+
+def test_hh_rlhf_run_with_cards_end_to_end(runs_dir):
+    assert cli("run", "--task", "hh-rlhf", "--task-arg", "reward_model=tiny-random-reward", "--task-arg", "max_new_tokens=12",
+               "--task-arg", "coherence=false", "--model", "tiny-random-llama", "--method", "cards",
+               "--method-arg", "reward_model=tiny-random-reward", "--method-arg", "reward_target=0", "--limit", "3", "--quiet",
+               "--output-dir", runs_dir) == 0
+    [run] = [p for p in runs_dir.iterdir() if (p / "results.json").is_file()]
+    results = json.loads((run / "results.json").read_text())
+    assert {"reward", "guide_reward", "rm_calls", "distinct_1", "self_bleu"} <= set(results["metrics"])
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["auxiliary"].keys() == {"reward_model", "evaluation_reward_model"}
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and all(s["doc_id"].startswith("hh-rlhf:") and s["rm_calls"] >= 2 for s in samples)
+    assert results["cost"]["rm_calls"] > 0 and results["cost"]["evaluation_reward_model_rm_calls"] == 6
