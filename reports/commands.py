@@ -36,6 +36,17 @@ def add_parsers(sub: Any) -> None:
                          help="compressed samples above this keep whole records for a seeded sample only (default 2,000,000)")
     publish.add_argument("--data-dir", default=None, help="local data mirror (to rebuild each document's input); default $HARNESS_DATA_DIR")
 
+    judge = sub.add_parser("judge", help="a judge model's paired win/tie/lose rates of run B's answers against run A's")
+    judge.add_argument("run_a", help="the baseline run")
+    judge.add_argument("run_b", help="the run judged against it")
+    judge.add_argument("--judge", default="gemma3-270m", help="zoo model, folder or HF id that judges; default gemma3-270m")
+    judge.add_argument("--max-new-tokens", type=int, default=32, help="judge output budget (its first line holds the scores)")
+    judge.add_argument("--limit", type=int, default=None, help="judge only the first N shared documents")
+    judge.add_argument("--out", type=Path, default=None, help="judgment JSON; default <store>/judgments/<a>-vs-<b>-<judge>.json")
+    judge.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
+    judge.add_argument("--data-dir", default=None, help="local data mirror (to rebuild each question); default $HARNESS_DATA_DIR")
+    judge.add_argument("--quiet", action="store_true")
+
     paper = sub.add_parser("paper", help="regenerate a paper's tables and check its claims (reports/papers/<paper>.yaml)")
     paper.add_argument("paper", nargs="?", help="paper spec name, or 'list'")
     paper.add_argument("--all", action="store_true", help="every paper with a spec")
@@ -151,4 +162,34 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"table": cmd_table, "paper": cmd_paper, "publish": cmd_publish}
+def cmd_judge(args: argparse.Namespace) -> int:
+    from harness import models
+    from harness.lm import auxiliary_lm
+    from harness.store import atomic_write_json
+    from reports import wintie
+
+    if args.limit is not None and args.limit < 1:
+        raise ArgumentError(f"--limit must be a positive integer; got {args.limit}")
+    store = open_store(args.output_dir)
+    pairs = wintie.pairs_of(store, args.run_a, args.run_b, args.data_dir)[: args.limit]
+    run_a, run_b = store.find(args.run_a).run_id, store.find(args.run_b).run_id
+    judge = auxiliary_lm(args.judge)
+    judge.show_progress = not args.quiet
+    records = wintie.judge_pairs(pairs, judge, args.max_new_tokens)
+    summary = wintie.summarize_verdicts(records)
+    out = args.out or store.root / "judgments" / f"{run_a}-vs-{run_b}-{args.judge.replace('/', '_')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, {"run_a": run_a, "run_b": run_b, "judge": models.resolve(args.judge).identity.as_dict(),
+                            "protocol": wintie.__doc__, "system_prompt": wintie.SYSTEM_PROMPT, "user_prompt": wintie.USER_PROMPT,
+                            "max_new_tokens": args.max_new_tokens, "summary": summary, "pairs": records})
+    print(f"B = {run_b} against A = {run_a}, judge {args.judge}: {summary['n_judged']} of {summary['n_pairs']} pairs judged "
+          f"({summary['counts']['unparseable']} unparseable, counted apart)")
+    for name in ("win", "tie", "lose", "win_tie"):
+        value = summary[name]
+        if value["rate"] is not None:
+            print(f"  {name:8s} {value['rate']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]")
+    print(f"written: {out}")
+    return 0
+
+
+HANDLERS = {"table": cmd_table, "paper": cmd_paper, "publish": cmd_publish, "judge": cmd_judge}

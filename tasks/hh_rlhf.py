@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness.api import Capability, ChatMessage, Doc, GenerateRequest, Metric, dispatch
+from harness.api import Capability, ChatMessage, Doc, GenerateRequest, Metric, Request, dispatch
 from harness.data import DataStore
 from harness.errors import DataCorruptError
 from harness.method import Cost, Method
@@ -178,10 +178,12 @@ class HHRLHF(Task):
             Metric("coherence", True, ("coherence",), mean, description="cosine of prompt and answer embeddings"),
         ]
 
+    def requests(self, doc: Doc, settings: EvalSettings) -> list[Request]:
+        return [GenerateRequest(doc.data["messages"], self.config.max_new_tokens, (), self.config.temperature, top_k=self.config.top_k)]
+
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
-        requests = [GenerateRequest(d.data["messages"], self.config.max_new_tokens, (), self.config.temperature,
-                                    top_k=self.config.top_k) for d in docs]
-        answers = dispatch(method, requests)
+        # One batch per chunk, then the reward models and the embedder over the whole chunk.
+        answers = dispatch(method, [request for doc in docs for request in self.requests(doc, settings)])
         scorer = self._reward_model(method)
         scorer.cost = Cost()
         conversations = [d.data["messages"] for d in docs]

@@ -206,3 +206,60 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir):
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 3 and all(s["doc_id"].startswith("hh-rlhf:") and s["rm_calls"] >= 2 for s in samples)
     assert results["cost"]["rm_calls"] > 0 and results["cost"]["evaluation_reward_model_rm_calls"] == 6
+
+    # The judge pairs the two runs' answers by document; a tiny judge's outputs are unparseable,
+    # counted apart (not as ties).
+    assert cli("run", "--task", "hh-rlhf", "--task-arg", "reward_model=tiny-random-reward", "--task-arg", "max_new_tokens=12",
+               "--task-arg", "coherence=false", "--model", "tiny-random-llama", "--limit", "3", "--quiet", "--output-dir", runs_dir) == 0
+    base = next(p.name for p in runs_dir.iterdir() if p.name != run.name and (p / "results.json").is_file())
+    out = runs_dir.parent / "judgment.json"
+    assert cli("judge", base, run.name, "--judge", "tiny-random-llama", "--max-new-tokens", "6", "--out", out, "--quiet",
+               "--output-dir", runs_dir) == 0
+    judgment = json.loads(out.read_text())
+    assert judgment["summary"]["n_pairs"] == 3 and sum(judgment["summary"]["counts"].values()) == 3
+    assert [p["doc_id"] for p in judgment["pairs"]] == [s["doc_id"] for s in samples]
+
+
+def test_judge_scores_parse_and_both_orders_count():
+    from reports.wintie import parse_scores, verdict
+
+    assert parse_scores("\n8 7\nBecause ...") == (8.0, 7.0) and parse_scores("9,10") == (9.0, 10.0)
+    assert parse_scores("Assistant 1 gets 8") is None and parse_scores("11 3") is None
+    assert verdict((8, 7), (6, 9)) == "win"  # B: 8 + 9, A: 7 + 6
+    assert verdict((4, 7), None) == "lose" and verdict(None, (5, 5)) == "tie" and verdict(None, None) == "unparseable"
+
+
+def test_judge_pairs_answers_by_document_and_keeps_unparseable_apart():
+    from types import SimpleNamespace
+
+    from harness.api import GenerateResult
+    from reports.wintie import Pair, judge_pairs, summarize_verdicts
+
+    class ScriptedJudge:
+        """Prefers the answer saying 'good'; cannot read the third question."""
+
+        loaded = SimpleNamespace(has_chat_template=False)
+
+        def generate(self, requests):
+            out = []
+            for r in requests:
+                first = r.prompt.split("Assistant 1's Answer]\n")[1].split("\n")[0]
+                text = "garbled" if "q3" in r.prompt else ("9 2" if first == "good" else "2 9") if "good" in r.prompt else "5 5"
+                out.append(GenerateResult(text, 2, "stop"))
+            return out
+
+    pairs = [Pair("d1", "q1", "bad", "good"), Pair("d2", "q2", "good", "bad"), Pair("d3", "q3", "x", "y"), Pair("d4", "q4", "x", "y")]
+    records = judge_pairs(pairs, ScriptedJudge())
+    assert [r["verdict"] for r in records] == ["win", "lose", "unparseable", "tie"]
+    summary = summarize_verdicts(records)
+    assert summary["n_judged"] == 3 and summary["win_tie"]["rate"] == pytest.approx(2 / 3) and summary["unparseable_rate"] == 0.25
+
+
+def test_vanilla_sampling_honours_the_requests_top_k(tiny):
+    from harness.lm import CausalLM
+
+    lm = CausalLM(tiny, Cost(), 4, None, 0, False)
+    greedy = lm.generate([GenerateRequest("Once upon a time", 12)])[0].text
+    top_one = lm.generate([GenerateRequest("Once upon a time", 12, temperature=5.0, top_k=1)])[0].text
+    wide = lm.generate([GenerateRequest("Once upon a time", 12, temperature=5.0, top_k=200)])[0].text
+    assert top_one == greedy != wide
