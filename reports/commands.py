@@ -41,6 +41,8 @@ def add_parsers(sub: Any) -> None:
     judge.add_argument("run_b", help="the run judged against it")
     judge.add_argument("--judge", default="gemma3-270m", help="zoo model, folder or HF id that judges; default gemma3-270m")
     judge.add_argument("--max-new-tokens", type=int, default=32, help="judge output budget (its first line holds the scores)")
+    judge.add_argument("--scoring", default="generate", choices=["generate", "loglikelihood"],
+                       help="generate: the judge writes the scores (official); loglikelihood: read off its likelihoods of 1..10")
     judge.add_argument("--limit", type=int, default=None, help="judge only the first N shared documents")
     judge.add_argument("--out", type=Path, default=None, help="judgment JSON; default <store>/judgments/<a>-vs-<b>-<judge>.json")
     judge.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
@@ -175,13 +177,13 @@ def cmd_judge(args: argparse.Namespace) -> int:
     run_a, run_b = store.find(args.run_a).run_id, store.find(args.run_b).run_id
     judge = auxiliary_lm(args.judge)
     judge.show_progress = not args.quiet
-    records = wintie.judge_pairs(pairs, judge, args.max_new_tokens)
+    records = wintie.judge_pairs(pairs, judge, args.max_new_tokens, args.scoring)
     summary = wintie.summarize_verdicts(records)
-    out = args.out or store.root / "judgments" / f"{run_a}-vs-{run_b}-{args.judge.replace('/', '_')}.json"
+    out = args.out or store.root / "judgments" / f"{run_a}-vs-{run_b}-{args.judge.replace('/', '_')}-{args.scoring}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"run_a": run_a, "run_b": run_b, "judge": models.resolve(args.judge).identity.as_dict(),
                             "protocol": wintie.__doc__, "system_prompt": wintie.SYSTEM_PROMPT, "user_prompt": wintie.USER_PROMPT,
-                            "max_new_tokens": args.max_new_tokens, "summary": summary, "pairs": records})
+                            "scoring": args.scoring, "max_new_tokens": args.max_new_tokens, "summary": summary, "pairs": records})
     print(f"B = {run_b} against A = {run_a}, judge {args.judge}: {summary['n_judged']} of {summary['n_pairs']} pairs judged "
           f"({summary['counts']['unparseable']} unparseable, counted apart)")
     for name in ("win", "tie", "lose", "win_tie"):

@@ -13,6 +13,8 @@ cancels where both parse.
 
 Rates are over the pairs with a verdict, with Wilson CIs; the win-tie rate is (wins + ties)
 over them. The judgment (judge identity, prompt, every raw output) is written as JSON.
+``--scoring loglikelihood`` is for judges too small to write the line (the zoo's): the two
+scores are read off the judge's likelihoods of 1..10 instead, and nothing is unparseable.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.api import ChatMessage, GenerateRequest
+import numpy as np
+
+from harness.api import ChatMessage, GenerateRequest, LoglikelihoodRequest
 from harness.errors import ArgumentError
 from harness.reward import hh_text
 from harness.store import RunStore
@@ -42,6 +46,7 @@ SYSTEM_PROMPT = (
 )
 USER_PROMPT = ("[Question]\n{question}\n\n[The Start of Assistant 1's Answer]\n{answer1}\n\n[The End of Assistant 1's Answer]\n\n"
                "[The Start of Assistant 2's Answer]\n{answer2}\n\n[The End of Assistant 2's Answer]")
+SCORES = tuple(range(1, 11))
 _SCORES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[ ,/]\s*(\d+(?:\.\d+)?)")
 
 
@@ -112,19 +117,47 @@ def pairs_of(store: RunStore, run_a: str, run_b: str, data_dir: str | None) -> l
     return pairs
 
 
-def judge_pairs(pairs: Sequence[Pair], judge: Any, max_new_tokens: int = 32) -> list[dict[str, Any]]:
-    """One record per pair: both orders' raw outputs, parsed scores and the verdict. ``judge``
-    is a ``CausalLM``; it decodes greedily."""
-    requests = []
+def _prompts(pairs: Sequence[Pair], judge: Any) -> list[Any]:
+    """Two prompts per pair (B's answer first, then A's first): chat messages, or plain text."""
+    prompts = []
     for pair in pairs:
         for first, second in ((pair.answer_b, pair.answer_a), (pair.answer_a, pair.answer_b)):
             user = USER_PROMPT.format(question=pair.question, answer1=first or " ", answer2=second or " ")
             if judge.loaded.has_chat_template:
-                prompt: Any = (ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", user))
+                prompts.append((ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", user)))
             else:
-                prompt = f"{SYSTEM_PROMPT}\n\n{user}\n\n[Scores]\n"
-            requests.append(GenerateRequest(prompt, max_new_tokens))
-    outputs = [r.text for r in judge.generate(requests)]
+                prompts.append(f"{SYSTEM_PROMPT}\n\n{user}\n\n[Scores]\n")
+    return prompts
+
+
+def _scored_outputs(prompts: Sequence[Any], judge: Any) -> list[str]:
+    """The first line a small judge cannot be trusted to write, read off its likelihoods instead:
+    each score is the expectation of 1..10 under the judge's renormalised distribution over
+    them (the first score, then the second after the first's most likely value), as the
+    MT-Bench task rates answers. Written as the official first line, '<s1> <s2>'."""
+    contexts = [judge.render_chat(p) if isinstance(p, tuple) else p for p in prompts]
+
+    def expected(prefixes: Sequence[str]) -> list[tuple[float, int]]:
+        requests = [LoglikelihoodRequest(prefix, str(r)) for prefix in prefixes for r in SCORES]
+        logprobs = np.array([r.logprob for r in judge.loglikelihood(requests)]).reshape(len(prefixes), len(SCORES))
+        weights = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        return [(float(np.dot(w, SCORES)), SCORES[int(np.argmax(w))]) for w in weights]
+
+    first = expected(contexts)
+    second = expected([context + f"{top} " for context, (_, top) in zip(contexts, first, strict=True)])
+    return [f"{a:.2f} {b:.2f}" for (a, _), (b, _) in zip(first, second, strict=True)]
+
+
+def judge_pairs(pairs: Sequence[Pair], judge: Any, max_new_tokens: int = 32, scoring: str = "generate") -> list[dict[str, Any]]:
+    """One record per pair: both orders' outputs, parsed scores and the verdict. ``judge`` is a
+    ``CausalLM``; ``scoring="generate"`` (the official protocol) decodes greedily,
+    ``"loglikelihood"`` reads the scores off its likelihoods (``_scored_outputs``)."""
+    prompts = _prompts(pairs, judge)
+    if scoring == "loglikelihood":
+        outputs = _scored_outputs(prompts, judge)
+    else:
+        outputs = [r.text for r in judge.generate([GenerateRequest(p, max_new_tokens) for p in prompts])]
     records = []
     for i, pair in enumerate(pairs):
         b_first, a_first = parse_scores(outputs[2 * i]), parse_scores(outputs[2 * i + 1])

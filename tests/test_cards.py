@@ -218,6 +218,10 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir):
     judgment = json.loads(out.read_text())
     assert judgment["summary"]["n_pairs"] == 3 and sum(judgment["summary"]["counts"].values()) == 3
     assert [p["doc_id"] for p in judgment["pairs"]] == [s["doc_id"] for s in samples]
+    assert cli("judge", base, run.name, "--judge", "tiny-random-llama", "--scoring", "loglikelihood", "--out", out, "--quiet",
+               "--output-dir", runs_dir) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["n_judged"] == 3 and summary["counts"]["unparseable"] == 0  # likelihoods always give two scores
 
 
 def test_judge_scores_parse_and_both_orders_count():
