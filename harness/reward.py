@@ -18,7 +18,7 @@ through the reward model, cache extensions included), ``rm_forward_passes``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,17 @@ def render(tokenizer: Any, messages: Sequence[ChatMessage], answer: str, max_len
     """Token ids of the conversation with ``answer`` as its last turn, cut from the left to ``max_length``."""
     head, tail = frame(tokenizer, messages)
     return (head + tokenizer.encode(answer, add_special_tokens=False) + tail)[-max_length:]
+
+
+def _equal_length_batches(sequences: Sequence[Sequence[int]], size: int) -> Iterator[list[int]]:
+    """Indices of ``sequences`` in batches of at most ``size`` sharing one length: batches need
+    no padding, which would move the token the scalar head reads."""
+    by_length: dict[int, list[int]] = {}
+    for index, ids in enumerate(sequences):
+        by_length.setdefault(len(ids), []).append(index)
+    for indices in by_length.values():
+        for start in range(0, len(indices), size):
+            yield indices[start : start + size]
 
 
 @dataclass
@@ -99,19 +110,13 @@ class RewardModel:
     # scoring whole sequences -----------------------------------------------------------------
     @torch.inference_mode()
     def score_ids(self, sequences: Sequence[list[int]]) -> list[float]:
-        """Rewards of token sequences, batched by equal length (no padding: the scalar head reads
-        the last token, which padding would move)."""
+        """Rewards of token sequences, batched by equal length."""
         rewards: list[float | None] = [None] * len(sequences)
-        by_length: dict[int, list[int]] = {}
-        for index, ids in enumerate(sequences):
-            by_length.setdefault(len(ids), []).append(index)
-        for indices in by_length.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                values = self._forward(torch.tensor([sequences[i] for i in chunk], device=self.device))[0]
-                for i, value in zip(chunk, values, strict=True):
-                    rewards[i] = value
-                self.cost.count("rm_calls", len(chunk))
+        for chunk in _equal_length_batches(sequences, self.batch_size):
+            values = self._forward(torch.tensor([sequences[i] for i in chunk], device=self.device))[0]
+            for i, value in zip(chunk, values, strict=True):
+                rewards[i] = value
+            self.cost.count("rm_calls", len(chunk))
         return rewards  # type: ignore[return-value]
 
     def score_texts(self, conversations: Sequence[Sequence[ChatMessage]], answers: Sequence[str]) -> list[float]:
@@ -155,24 +160,20 @@ class RewardModel:
         itself stays as it was."""
         self._flush(state)
         rewards: list[float | None] = [None] * len(continuations)
-        by_length: dict[int, list[int]] = {}
-        for index, ids in enumerate(continuations):
-            by_length.setdefault(len(ids), []).append(index)
-        for indices in by_length.values():
-            for start in range(0, len(indices), max(self.batch_size, 64)):
-                chunk = indices[start : start + max(self.batch_size, 64)]
-                new = torch.tensor([continuations[i] + state.tail for i in chunk], device=self.device)
-                if new.shape[1] == 0:  # nothing after the cached text: its reward is the last cached token's
-                    new = torch.tensor([[(state.head + state.answer)[-1]]] * len(chunk), device=self.device)
-                    state.cache.crop(state.cached - 1)
-                    state.cached -= 1
-                cache = copy.deepcopy(state.cache)
-                if len(chunk) > 1:
-                    cache.batch_repeat_interleave(len(chunk))
-                values, _ = self._forward(new, cache)
-                for i, value in zip(chunk, values, strict=True):
-                    rewards[i] = value
-                self.cost.count("rm_calls", len(chunk))
+        # Continuations are short (a token, a segment): batches of up to 64 against one cache copy.
+        for chunk in _equal_length_batches(continuations, max(self.batch_size, 64)):
+            new = torch.tensor([continuations[i] + state.tail for i in chunk], device=self.device)
+            if new.shape[1] == 0:  # nothing after the cached text: its reward is the last cached token's
+                new = torch.tensor([[(state.head + state.answer)[-1]]] * len(chunk), device=self.device)
+                state.cache.crop(state.cached - 1)
+                state.cached -= 1
+            cache = copy.deepcopy(state.cache)
+            if len(chunk) > 1:
+                cache.batch_repeat_interleave(len(chunk))
+            values, _ = self._forward(new, cache)
+            for i, value in zip(chunk, values, strict=True):
+                rewards[i] = value
+            self.cost.count("rm_calls", len(chunk))
         return rewards  # type: ignore[return-value]
 
     def score_state(self, state: RewardState) -> float:
