@@ -70,15 +70,20 @@ def _label(values: dict[str, Any], defaults: dict[str, Any] | None) -> str:
 
 @cache
 def _defaults(kind: str, name: str) -> dict[str, Any] | None:
-    """A registered task's Config or method's Args defaults (None: no longer registered)."""
-    from harness.config import to_dict
+    """A registered task's Config or method's Args defaults (None: no longer registered). Read
+    from the dataclass fields, not by building one: an argument with no usable default (a
+    method's reward model, a distilled checkpoint) refuses to build empty."""
+    import dataclasses
+
     from harness.method import METHODS
     from harness.task import TASKS
 
     try:
-        return to_dict(TASKS.get(name).Config() if kind == "task" else METHODS.get(name).Args())
+        cls = TASKS.get(name).Config if kind == "task" else METHODS.get(name).Args
     except HarnessError:
         return None
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(cls)}
 
 
 def task_defaults(task: str) -> dict[str, Any] | None:

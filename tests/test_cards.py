@@ -267,3 +267,13 @@ def test_vanilla_sampling_honours_the_requests_top_k(tiny):
     top_one = lm.generate([GenerateRequest("Once upon a time", 12, temperature=5.0, top_k=1)])[0].text
     wide = lm.generate([GenerateRequest("Once upon a time", 12, temperature=5.0, top_k=200)])[0].text
     assert top_one == greedy != wide
+
+
+def test_runs_of_a_method_with_a_required_argument_get_labels():
+    """The catalog (tables, publish, leaderboard) reads a method's defaults; a required reward
+    model must not stop it (publishing a cards run failed on exactly this)."""
+    from reports.catalog import method_defaults, method_label
+
+    assert method_defaults("cards")["reward_model"] == "" and method_defaults("distilrr") == {"checkpoint": ""}
+    label = method_label("cards", {**method_defaults("cards"), "reward_model": "rm", "target_quantile": 0.9})
+    assert "reward_model=rm" in label and "target_quantile=0.9" in label
