@@ -70,6 +70,18 @@ def _equal_length_batches(sequences: Sequence[Sequence[int]], size: int) -> Iter
             yield indices[start : start + size]
 
 
+def load_reward_model(name: str, like: LoadedModel | None = None, cost: Cost | None = None) -> RewardModel:
+    """A reward model by zoo name, folder or HF id, loaded like the run's model
+    (``models.load_auxiliary``), counting into ``cost`` (its own when none). A checkpoint that
+    is not a sequence classifier is refused before its weights load."""
+    from harness import models
+
+    if models.resolve(name).identity.kind != "sequence-classifier":
+        raise IncompatibleError(f"'{name}' is not a reward model (a sequence classifier with one label); "
+                                "make one with: harness train reward-model")
+    return RewardModel(models.load_auxiliary(name, like=like), cost if cost is not None else Cost())
+
+
 @dataclass
 class RewardState:
     """One conversation being answered: the template around the answer, the answer's tokens so

