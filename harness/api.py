@@ -80,6 +80,11 @@ class GenerateRequest:
     chat: bool = False  # render a string prompt as one user turn through the chat template
     top_k: int | None = None  # sampling: only the k most likely tokens (None: the model's generation config)
     images: tuple[Any, ...] = ()  # PIL images shown with a string prompt, before its text
+    no_repeat_ngram_size: int = 0  # sampling: never repeat an n-gram of this size (0: off), as HF generate
+    # Requests of one kind (a task's part and language) share this short description, which a
+    # model can read: a method that prepares something once per kind (EmoPrompt's guidance)
+    # keys it here. Empty: the task names no kind.
+    family: str = ""
 
     def all_images(self) -> tuple[Any, ...]:
         if isinstance(self.prompt, tuple):

@@ -133,7 +133,7 @@ class Generation(BatchedModel):
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         prompts = [self.prompt_tokens(r) for r in requests]
-        keys = [(r.max_new_tokens, r.until, r.temperature, r.top_p, r.top_k) for r in requests]
+        keys = [(r.max_new_tokens, r.until, r.temperature, r.top_p, r.top_k, r.no_repeat_ngram_size) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: (keys[i], -len(prompts[i]), i))
         results: list[GenerateResult | None] = [None] * len(requests)
         with self.progress(len(requests), "generate") as bar:
@@ -170,6 +170,8 @@ class Generation(BatchedModel):
                 kwargs["top_k"] = settings.top_k
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
         if settings.until:
             kwargs["stopping_criteria"] = StoppingCriteriaList([StopStrings(settings.until, width, len(prompts), self.tokenizer)])
         output = self.model.generate(**kwargs)

@@ -214,7 +214,9 @@ def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[st
             run_dir.append(records)
             settings.journal.clear()
             done.update(expected)
-            session.update(n_done=len(done), cost=method.cost.as_dict(), finished_at=now(), **peak_memory(prepared.device))
+            # Settings a method resolves as it meets requests (EmoPrompt's guidance per kind) are read again.
+            session.update(n_done=len(done), cost=method.cost.as_dict(), method_settings=method.describe(),
+                           finished_at=now(), **peak_memory(prepared.device))
             run_dir.write_state(state)
             bar.update(len(chunk))
 

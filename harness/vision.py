@@ -105,8 +105,12 @@ class VisionRequests(BatchedModel):
                     digest = hashlib.sha256(repr((self.seed, inputs["input_ids"].tolist())).encode()).digest()
                     torch.manual_seed(int.from_bytes(digest[:8], "little"))
                     kwargs.update(temperature=request.temperature, top_p=request.top_p)
+                    if request.top_k is not None:
+                        kwargs["top_k"] = request.top_k
                 else:
                     kwargs.update(temperature=None, top_p=None, top_k=None)
+                if request.no_repeat_ngram_size:
+                    kwargs["no_repeat_ngram_size"] = request.no_repeat_ngram_size
                 if request.until:
                     kwargs["stopping_criteria"] = StoppingCriteriaList([StopStrings(request.until, width, 1, self.tokenizer)])
                 new = self.model.generate(**inputs, **kwargs)[0, width:].tolist()
