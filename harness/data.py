@@ -40,6 +40,7 @@ class HubSource:
     name: str | None = None
     split: str = "test"
     revision: str | None = None
+    data_files: str | None = None  # one file of the repository (a dataset whose files are not configs)
 
 
 class DataStore:
@@ -115,7 +116,8 @@ class DataStore:
         import datasets
 
         try:
-            rows = datasets.load_dataset(source.path, source.name, split=source.split, revision=source.revision)
+            rows = datasets.load_dataset(source.path, source.name, split=source.split, revision=source.revision,
+                                         data_files=source.data_files)
         except Exception as error:  # the hub's failure modes are many; report one line
             raise DataUnavailableError(f"dataset '{dataset}' could not be loaded from the hub ({source.path}): {error}") from None
         return [dict(row) for row in rows]
@@ -131,7 +133,8 @@ class DataStore:
 
     def note_hub(self, source: HubSource) -> None:
         """Record a hub dataset read by other means (lm-eval, a task's own loader)."""
-        entry = {"hub": source.path, "name": source.name, "split": source.split, "revision": source.revision}
+        entry = {"hub": source.path, "name": source.name, "split": source.split, "revision": source.revision,
+                 **({"data_files": source.data_files} if source.data_files else {})}
         if entry not in self.hub:
             self.hub.append(entry)
 

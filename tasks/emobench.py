@@ -52,8 +52,8 @@ from harness.api import (
     Request,
     dispatch,
 )
-from harness.data import DataStore
-from harness.errors import DataCorruptError
+from harness.data import DataStore, HubSource
+from harness.errors import DataCorruptError, DataUnavailableError
 from harness.stats import MetricValue, mean, summarize_all
 from harness.task import EvalSettings, Task, register_task
 from tasks.emobench_protocol import (
@@ -160,6 +160,9 @@ class EmoBench(Task):
         config, code = self.config, self.config.code
         if config.protocol == "2025":
             return self._load_2025(data)
+        if data.mirror is None:
+            raise DataUnavailableError("emobench protocol=paper reads the paper-era files (paper-2024/), which only a local "
+                                       "data mirror has (set HARNESS_DATA_DIR or --data-dir); protocol=2025 can read the hub")
         self.prompts = _read_json(data, "emobench/paper-2024/dicts.json")["Prompts"]
         versions = [_read_json(data, f"emobench/paper-2024/{code}_{name}.json") for name in ORDER_FILES[: config.setting("orders")]]
         if any(len(v) != len(versions[0]) for v in versions):
@@ -180,11 +183,14 @@ class EmoBench(Task):
 
     def _load_2025(self, data: DataStore) -> list[Doc]:
         code, lang = self.config.code, self.config.language
-        path = data.file(f"emobench/{code}.jsonl", "emobench")
-        try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, json.JSONDecodeError) as error:
-            raise DataCorruptError(f"emobench: {path.name} is not JSON lines: {error}") from None
+        if data.mirror is None:  # the current repository's files are also on the hub
+            rows = data.hub_rows(HubSource("SahandSab/EmoBench", split="train", data_files=f"{code}.jsonl"), "emobench")
+        else:
+            path = data.file(f"emobench/{code}.jsonl", "emobench")
+            try:
+                rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            except (OSError, json.JSONDecodeError) as error:
+                raise DataCorruptError(f"emobench: {path.name} is not JSON lines: {error}") from None
         docs = []
         for row in (r for r in rows if r.get("language") == lang):
             fields: dict[str, Any] = {"scenario": row["scenario"], "subject": row["subject"]}

@@ -281,3 +281,13 @@ def test_no_repeat_ngram_size_reaches_generation(tiny, monkeypatch) -> None:
     lm = CausalLM(tiny, Cost(), 1, None, 0, False)
     plain, banned = lm.generate([GenerateRequest("xyz", 40), GenerateRequest("xyz", 40, no_repeat_ngram_size=2)])
     assert sorted(seen, key=str) == [2, None] and plain.text != banned.text
+
+
+def test_without_a_mirror_the_paper_protocol_says_where_its_files_are(monkeypatch) -> None:
+    from harness.errors import DataUnavailableError
+
+    monkeypatch.delenv("HARNESS_DATA_DIR")
+    with pytest.raises(DataUnavailableError, match="paper-2024"):
+        EmoBench(EmoBenchConfig()).load_docs(DataStore())
+    with pytest.raises(DataUnavailableError, match="SahandSab/EmoBench"):  # offline in tests: the hub cannot be reached
+        EmoBench(EmoBenchConfig(protocol="2025")).load_docs(DataStore())
