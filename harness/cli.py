@@ -71,6 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--json", action="store_true", help="print results.json instead of a table")
 
+    sweep = sub.add_parser("sweep", help="run a task x method x model x seed grid (YAML or flags) on local processes or Ray")
+    sweep.add_argument("grid", nargs="?", type=Path, help="grid file (YAML: tasks, methods, models, seeds, limit); or use the flags")
+    sweep.add_argument("--task", action="append", default=[], help="task (repeatable)")
+    sweep.add_argument("--method", action="append", default=[], help="method (repeatable); default base")
+    sweep.add_argument("--model", action="append", default=[], help=f"model (repeatable); default {DEFAULT_MODEL}")
+    sweep.add_argument("--seed", action="append", type=int, default=[], help="seed (repeatable); default 0")
+    sweep.add_argument("--task-arg", action="append", default=[], metavar="[TASK:]K=V",
+                       help="task argument; a key given several times is swept over its values")
+    sweep.add_argument("--method-arg", action="append", default=[], metavar="[METHOD:]K=V",
+                       help="method argument; a key given several times is swept over its values")
+    sweep.add_argument("--limit", type=_positive_int, default=None, help="seeded subset of N documents per cell")
+    sweep.add_argument("--batch-size", type=_batch_size, default="auto")
+    sweep.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    sweep.add_argument("--executor", default="local", choices=["local", "ray"], help="local process pool, or Ray")
+    sweep.add_argument("--jobs", type=_positive_int, default=1, help="parallel cells (local workers; Ray: CPUs of a local cluster)")
+    sweep.add_argument("--address", default=None, help="with --executor ray: join this cluster instead of starting one")
+    sweep.add_argument("--retries", type=int, default=2, help="reruns of a cell whose worker died or that raised unexpectedly")
+    sweep.add_argument("--dry-run", action="store_true", help="list the cells, which are finished, and estimated cost; run nothing")
+    sweep.add_argument("--output-dir", type=Path, default=None, help="run store folder; default $HARNESS_RUNS_DIR or ./runs")
+    sweep.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+
     ls = sub.add_parser("ls", help="list tasks, methods, models, or the task x method matrix; or one task or method's arguments")
     ls.add_argument("what", choices=["tasks", "methods", "models", "matrix", "task", "method"])
     ls.add_argument("name", nargs="?", help="with 'task' or 'method': the one to describe")
@@ -152,6 +173,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(_metrics_table(results))
     print(f"results: {outcome.path / 'results.json'}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness import sweep
+    from harness.zoo import DEFAULT_MODEL
+
+    if args.grid is not None and (args.task or args.method or args.model or args.seed or args.task_arg or args.method_arg):
+        raise ArgumentError("give a grid file or --task/--method/--model flags, not both")
+    if args.grid is None and not args.task:
+        raise ArgumentError("a sweep needs a grid file or at least one --task")
+    if args.grid is not None:
+        grid = sweep.grid_from_yaml(args.grid)
+    else:
+        grid = sweep.grid_from_cli(args.task, args.method, args.model or [DEFAULT_MODEL], args.seed, args.task_arg,
+                                   args.method_arg, args.limit, args.batch_size, args.device)
+    planned, skipped = sweep.plan(sweep.cells_of(grid, _runs_dir(args.output_dir), args.data_dir))
+    for reason in skipped:
+        print(f"sweep: skipped incompatible cells: {reason}", file=sys.stderr)
+    if not planned:
+        raise ArgumentError("the grid has no compatible cell")
+    if args.dry_run:
+        rows = [[c.request.task, c.request.method, c.request.model, c.request.seed,
+                 ", ".join(f"{k}={v}" for k, v in sorted({**c.request.task_args, **c.request.method_args}.items())) or "-",
+                 c.run_id, c.status, f"{c.n_done}/{c.n_docs}", c.estimate_s] for c in planned]
+        print(_table(["task", "method", "model", "seed", "args", "run", "status", "done", "est. s"], rows))
+        known = [c.estimate_s for c in planned if c.estimate_s is not None]
+        todo = sum(c.status != "finished" for c in planned)
+        print(f"{len(planned)} cells, {todo} to run" + (f"; about {sum(known):.0f} s where earlier runs tell" if known else ""))
+        return 0
+    results = sweep.execute([c.request for c in planned], args.executor, args.jobs, args.retries, args.address,
+                            show_progress=not args.quiet)
+    print(_table(["task", "method", "model", "seed", "args", "run", "status", "metric", "value"], sweep.summary_rows(planned, results)))
+    failed = [(c, r) for c, r in zip(planned, results, strict=True) if r.status == "failed"]
+    for cell, result in failed:
+        print(f"failed: {result.error}\n  rerun alone: {sweep.command_of(cell.request)}", file=sys.stderr)
+    print(f"{len(results) - len(failed)} of {len(results)} cells finished; their table: harness table --output-dir {_runs_dir(args.output_dir)}")
+    return 1 if failed else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -301,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare}
+    handlers = {"run": cmd_run, "sweep": cmd_sweep, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare}
     for module in COMMAND_MODULES:
         handlers.update(importlib.import_module(module).HANDLERS)
     try:

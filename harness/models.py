@@ -7,6 +7,8 @@ GGUF zoo models are dequantized once (``harness.gguf``) and kept as safetensors 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -202,3 +204,30 @@ def load_auxiliary(name: str, like: LoadedModel | None = None, dtype: str | None
     dtype = dtype or (like.identity.dtype if like is not None else "float32")
     device = device or (str(like.device) if like is not None else "cpu")
     return load(resolve(name, dtype), device)
+
+
+# A sweep worker runs many cells in one process: it keeps the last model it loaded and gives
+# each cell its own copy of the weights, since some methods change them in place (quantize,
+# prune). Off by default: a single run loads its model and lets it go.
+_SHARING = False
+_SHARED: dict[tuple[Any, ...], LoadedModel] = {}
+
+
+def share_loaded(on: bool) -> None:
+    global _SHARING
+    _SHARING = on
+    if not on:
+        _SHARED.clear()
+
+
+def load_for_run(resolved: ResolvedModel, device: str) -> LoadedModel:
+    """The run's model: loaded, or with sharing on a fresh copy of the one this process holds."""
+    if not _SHARING:
+        return load(resolved, device)
+    identity = resolved.identity
+    key = (identity.name, identity.weights_sha256, identity.dtype, device)
+    if key not in _SHARED:
+        _SHARED.clear()  # one model at a time: a worker's cells come model by model
+        _SHARED[key] = load(resolved, device)
+    kept = _SHARED[key]
+    return dataclasses.replace(kept, model=copy.deepcopy(kept.model))

@@ -156,15 +156,17 @@ def check_model_kind(task: Task, model: str, kind: str) -> None:
                                 "text only: use an image-text-to-text model (harness ls models)")
 
 
-def run(request: RunRequest) -> RunOutcome:
-    return execute(prepare(request))
+def run(request: RunRequest, wait_for_lock: bool = False) -> RunOutcome:
+    return execute(prepare(request), wait_for_lock)
 
 
-def execute(prepared: Prepared) -> RunOutcome:
+def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
+    """Run, resume or reuse the cell. Another process writing the same run is an error, or with
+    ``wait_for_lock`` (sweeps) is waited for, after which its finished run is reused."""
     request, spec, task = prepared.request, prepared.spec, prepared.task
     store = writable_store(request.output_dir)
     run_dir = store.run(spec.run_id)
-    with run_dir.lock():
+    with run_dir.lock(wait=wait_for_lock):
         existing = run_dir.samples() if run_dir.exists() else []
         done = {r["doc_id"] for r in existing}
         todo = [d for d in prepared.docs if d.id not in done]
@@ -181,7 +183,7 @@ def execute(prepared: Prepared) -> RunOutcome:
 def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> None:
     request, task = prepared.request, prepared.task
     load_began = time.perf_counter()
-    loaded = models.load(prepared.resolved, prepared.device)  # may fail: nothing written yet
+    loaded = models.load_for_run(prepared.resolved, prepared.device)  # may fail: nothing written yet
     load_seconds = time.perf_counter() - load_began
     method = prepared.method_cls(loaded, prepared.method_args, MethodOptions(request.batch_size, request.seed, request.show_progress))
     run_dir.create(prepared.spec)

@@ -163,12 +163,13 @@ class RunDir:
         self.samples_path.touch()
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One writer per run: a second process on the same spec fails at once."""
+    def lock(self, wait: bool = False) -> Iterator[None]:
+        """One writer per run: a second process on the same spec fails at once, or with
+        ``wait`` blocks until the first is done (the lock goes with its process, even killed)."""
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "w") as handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 raise RunStoreError(f"run {self.run_id} is being written by another process") from None
             yield
@@ -248,8 +249,10 @@ class RunStore:
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         self.root.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.index_path, timeout=30)
+        connection = sqlite3.connect(self.index_path, timeout=60)  # the timeout is SQLite's busy wait
         try:
+            # Write-ahead logging: readers do not block the writers of concurrent runs and sweeps.
+            connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(_SCHEMA)
             yield connection
             connection.commit()

@@ -59,6 +59,9 @@ def add_parsers(sub: Any) -> None:
     paper.add_argument("--runs", "--output-dir", dest="output_dir", type=Path, default=None,
                        help="run store or published results folder (e.g. results/); default $HARNESS_RUNS_DIR or ./runs")
     paper.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+    paper.add_argument("--executor", default="local", choices=["local", "ray"], help="with --run: how the missing cells run (harness sweep)")
+    paper.add_argument("--jobs", type=int, default=1, help="with --run: cells at once")
+    paper.add_argument("--address", default=None, help="with --run --executor ray: a cluster to join")
     paper.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -147,15 +150,20 @@ def cmd_paper(args: argparse.Namespace) -> int:
     if args.limit is not None:
         spec = _with_limit(spec, args.limit)
     store = open_store(args.output_dir)
-    if args.run:
-        from harness.runner import RunRequest, run
+    if args.run:  # the missing cells as one sweep (harness sweep's executors)
+        from harness import sweep
+        from harness.runner import RunRequest
 
         todo = papers.runnable_missing(spec, store)
+        requests = [RunRequest(task=cell.task, method=cell.method, model=model, task_args=cell.task_args,
+                               method_args=cell.method_args, seed=cell.seed, limit=cell.limit, output_dir=store.root,
+                               data_dir=args.data_dir, show_progress=False) for cell, model in todo]
         for i, (cell, model) in enumerate(todo, 1):
             print(f"[{i}/{len(todo)}] {cell.task} × {cell.method} × {model}" + (f" (n={cell.limit})" if cell.limit else ""), file=sys.stderr)
-            run(RunRequest(task=cell.task, method=cell.method, model=model, task_args=cell.task_args,
-                           method_args=cell.method_args, seed=cell.seed, limit=cell.limit, output_dir=store.root,
-                           data_dir=args.data_dir, show_progress=not args.quiet))
+        results = sweep.execute(requests, args.executor, args.jobs, address=args.address, show_progress=not args.quiet) if requests else []
+        for request, result in zip(requests, results, strict=True):
+            if result.status == "failed":
+                print(f"failed: {result.error}\n  rerun alone: {sweep.command_of(request)}", file=sys.stderr)
     report = papers.regenerate(spec, store)
     out = args.out or Path("papers") / spec.paper
     written = paper_render.write_report(report, out, _run_link(store, out))
