@@ -307,8 +307,14 @@ def run_ray(cells: Sequence[Any], address: str | None, jobs: int | None, retries
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address:
             options["address"] = address
-        elif jobs:
-            options["num_cpus"] = jobs
+        else:
+            # A local cluster's workers import the harness from where this process did, installed or not.
+            import os
+
+            root = str(Path(__file__).resolve().parents[1])
+            options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}}
+            if jobs:
+                options["num_cpus"] = jobs
         ray.init(**options)
     remote = ray.remote(run_cell)
     refs = {}
