@@ -162,3 +162,14 @@ def test_paper_run_builds_its_missing_cells_as_a_sweep(tmp_path: Path, mirror: P
     assert cli("paper", "toy", "--run", "--jobs", "2", "--runs", runs, "--out", tmp_path / "out", "--quiet") == 0
     report = json.loads((tmp_path / "out" / "toy.json").read_text())
     assert [(row["method"], bool(row.get("run_id"))) for row in report["tables"][0]["rows"]] == [("base", True), ("quantize", True)]
+
+
+def test_bad_sweeps_are_one_line_and_run_nothing(tmp_path: Path, mirror: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    assert cli("sweep", tmp_path / "missing.yaml", "--output-dir", runs) == 2
+    assert cli("sweep", "--output-dir", runs) == 2
+    assert cli("sweep", "--task", "pubmedqa", "--method", "cards", "--method-arg", "reward_model=tiny-random-reward",
+               "--model", TINY, "--output-dir", runs) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].startswith("harness: error: cannot read grid") and "no compatible cell" in errors[-1]
+    assert not runs.exists() or not any(runs.iterdir())
