@@ -68,8 +68,9 @@ def file_accuracy(frame: pd.DataFrame, part: str, language: str, reparse: bool, 
             choices = [ast.literal_eval(c) for c in frame[f"{prefix}Choices"]]
             replies = frame[[f"{prefix}Res {i + 1}" for i in range(SAMPLES)]].fillna("").astype(str).to_numpy().tolist()
             parsed = [[process_output(r, c, language, part) for r in row] for row, c in zip(replies, choices, strict=True)]
-            mismatches[0] += sum(a != b for row_a, row_b in zip(parsed, stored, strict=True) for a, b in zip(row_a, row_b, strict=True))
-            mismatches[1] += SAMPLES * len(stored)
+            pairs = [(a, b) for row_a, row_b in zip(parsed, stored, strict=True) for a, b in zip(row_a, row_b, strict=True) if b == b]
+            mismatches[0] += sum(a != b for a, b in pairs)  # NaN (b != b): a sample the file does not hold
+            mismatches[1] += len(pairs)
             stored = parsed
         votes = pd.Series([majority_vote(row) for row in stored], index=frame.index)
         right &= votes == frame[f"{prefix}Label"].astype(int)
