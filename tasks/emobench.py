@@ -88,7 +88,7 @@ DEFAULTS = {
 @dataclass(frozen=True)
 class EmoBenchConfig:
     part: Literal["understanding", "application"] = "understanding"  # EU or EA
-    language: Literal["en", "zh"] = "en"
+    language: Literal["en", "zh"] = "en"  # English or Chinese items (the same scenarios)
     protocol: Literal["paper", "2025"] = "paper"  # paper-era code (cef95c3) or the 2025 JSON protocol
     mode: Literal["generate", "loglikelihood"] = "generate"  # loglikelihood: score the choice letters (paper prompts)
     cot: bool = False  # the protocol's chain-of-thought prompts
