@@ -6,12 +6,11 @@ model) writes reasoning guidance once per kind of request (``GenerateRequest.fam
 EmoBench's part and language; without one, per system prompt): which emotional cues to read,
 whose perspective to take, how appraisal leads to emotion, how to judge an effective response.
 The teacher decodes greedily, so the guidance is the same whenever the run resumes; it is
-recorded in results.json (``method_settings.guidance``). ``guidance_from=`` reads guidance
-written elsewhere instead (a text file, or JSON by kind), e.g. by a model behind an API; its
-sha256 is recorded. The student then answers each request in two steps, with the request's
-own sampling settings: it reasons through the scenario under the guidance (``reasoning_tokens``,
-160), then answers the request as the task asked, its reasoning and the guidance shown before
-the task's own prompt, so the reply keeps the task's format and parser.
+recorded in results.json (``method_settings.guidance``). The student then answers each request
+in two steps, with the request's own sampling settings: it reasons through the scenario under
+the guidance (``reasoning_tokens``, 160), then answers the request as the task asked, its
+reasoning and the guidance shown before the task's own prompt, so the reply keeps the task's
+format and parser.
 
 Not reproducible from EmoLLM (no code, data or weights were released): the multi-perspective
 visual projection, the multimodal EmoBench (287K images and videos), GPT-4V's prompts and the
@@ -21,17 +20,13 @@ reasoning guidance in the prompt, compared with the same model answering without
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from harness import models
 from harness.api import Capability, ChatMessage, GenerateRequest, GenerateResult
-from harness.data import sha256_file
-from harness.errors import ArgumentError
 from harness.lm import CausalLM
 from harness.method import Cost, Method, MethodOptions, register_method
 from harness.models import LoadedModel
@@ -57,13 +52,10 @@ class EmoPromptArgs:
     teacher: str = ""  # model that writes the guidance (empty: the run's own model)
     guidance_tokens: int = 256  # most tokens of the teacher's guidance
     reasoning_tokens: int = 160  # most tokens of the student's reasoning before it answers
-    guidance_from: str = ""  # guidance written elsewhere (e.g. by an API model): a text file for every kind, or JSON {kind: text}
 
     def __post_init__(self) -> None:
         if self.guidance_tokens < 1 or self.reasoning_tokens < 1:
             raise ValueError("guidance_tokens and reasoning_tokens must be positive")
-        if self.guidance_from and not Path(self.guidance_from).is_file():
-            raise ValueError(f"guidance_from: no file {self.guidance_from}")
 
 
 @register_method("emoprompt")
@@ -75,26 +67,22 @@ class EmoPrompt(Method):
 
     @classmethod
     def auxiliary_models(cls, args: EmoPromptArgs, model: str) -> dict[str, str]:
-        return {"teacher": args.teacher} if args.teacher and args.teacher != model and not args.guidance_from else {}
+        return {"teacher": args.teacher} if args.teacher and args.teacher != model else {}
 
     def __init__(self, model: LoadedModel, args: EmoPromptArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
         self.student = CausalLM(model, self.cost, options.batch_size, None, options.seed, options.show_progress)
-        own = not args.teacher or args.teacher == model.identity.name or bool(args.guidance_from)
+        own = not args.teacher or args.teacher == model.identity.name
         self.teacher_name = model.identity.name if own else args.teacher
         self.teacher_cost = self.cost if own else Cost()  # a second model's spending is counted under its role
         teacher = model if own else models.load_auxiliary(args.teacher, like=model)
         self.teacher_weights = teacher.identity.weights_sha256
         self.teacher = self.student if own else CausalLM(teacher, self.teacher_cost, options.batch_size, None, options.seed, False)
         self.guidance: dict[str, str] = {}
-        self.given = read_guidance(Path(args.guidance_from)) if args.guidance_from else None
-        print(f"emoprompt: guidance {'from ' + args.guidance_from if self.given is not None else 'written by ' + self.teacher_name}",
-              file=sys.stderr)
+        print(f"emoprompt: guidance written by {self.teacher_name}", file=sys.stderr)
 
     def describe(self) -> dict[str, Any]:
-        return {"teacher": self.args.guidance_from if self.given is not None else self.teacher_name,
-                "teacher_weights_sha256": None if self.given is not None else self.teacher_weights,
-                "guidance_sha256": sha256_file(Path(self.args.guidance_from)) if self.given is not None else None,
+        return {"teacher": self.teacher_name, "teacher_weights_sha256": self.teacher_weights,
                 "guidance_tokens": self.args.guidance_tokens, "reasoning_tokens": self.args.reasoning_tokens,
                 "guidance": dict(sorted(self.guidance.items()))}
 
@@ -116,12 +104,6 @@ class EmoPrompt(Method):
         missing = sorted(key for key in first_of if key not in self.guidance)
         if not missing:
             return
-        if self.given is not None:
-            for key in missing:
-                self.guidance[key] = self.given.get(key, self.given.get("*", ""))
-                if not self.guidance[key]:
-                    raise ArgumentError(f"emoprompt: {self.args.guidance_from} has no guidance for '{key}' (nor a '*' entry)")
-            return
         before = self.teacher_cost.as_dict()
         asks = [GenerateRequest((ChatMessage("system", TEACHER_SYSTEM), ChatMessage("user", teacher_ask(first_of[key], key))),
                                 self.args.guidance_tokens, (), 0.0, chat=True) for key in missing]
@@ -132,20 +114,6 @@ class EmoPrompt(Method):
             spent = Cost()
             spent.add({k: v - before.get(k, 0) for k, v in self.teacher_cost.as_dict().items()})
             self.cost.add_as("teacher", spent)
-
-
-def read_guidance(path: Path) -> dict[str, str]:
-    """Guidance from a file: JSON ``{kind: text}`` (``"*"``: any kind), or plain text for every kind."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            given = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ArgumentError(f"emoprompt: {path} is not JSON: {error}") from None
-        if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
-            raise ArgumentError(f"emoprompt: {path} must map each kind of request to its guidance text")
-        return {str(k): v.strip() for k, v in given.items()}
-    return {"*": text.strip()}
 
 
 def family_of(request: GenerateRequest) -> str:

@@ -291,20 +291,3 @@ def test_without_a_mirror_the_paper_protocol_says_where_its_files_are(monkeypatc
         EmoBench(EmoBenchConfig()).load_docs(DataStore())
     with pytest.raises(DataUnavailableError, match="SahandSab/EmoBench"):  # offline in tests: the hub cannot be reached
         EmoBench(EmoBenchConfig(protocol="2025")).load_docs(DataStore())
-
-
-def test_emoprompt_reads_guidance_written_elsewhere(tiny, tmp_path: Path) -> None:
-    from harness.errors import ArgumentError
-
-    given = tmp_path / "guidance.json"
-    given.write_text(json.dumps({"kind one": "1. Notice the cues.", "*": "1. Take their perspective."}))
-    method = EmoPrompt(tiny, EmoPromptArgs(reasoning_tokens=2, guidance_from=str(given)), MethodOptions(show_progress=False))
-    method.generate([GenerateRequest("Q", 2, family="kind one"), GenerateRequest("Q", 2, family="other")])
-    assert method.guidance == {"kind one": "1. Notice the cues.", "other": "1. Take their perspective."}
-    assert "guidance_calls" not in method.cost.counters and method.describe()["guidance_sha256"]
-    given.write_text(json.dumps({"kind one": "x"}))
-    method = EmoPrompt(tiny, EmoPromptArgs(reasoning_tokens=2, guidance_from=str(given)), MethodOptions(show_progress=False))
-    with pytest.raises(ArgumentError, match="no guidance for 'other'"):
-        method.generate([GenerateRequest("Q", 2, family="other")])
-    with pytest.raises(ValueError, match="no file"):
-        EmoPromptArgs(guidance_from=str(tmp_path / "missing.txt"))
