@@ -194,3 +194,14 @@ def dispatch(method: Any, requests: Sequence[Request]) -> list[Result]:
         for index, answer in zip(indices, answers, strict=True):
             results[index] = answer
     return results  # type: ignore[return-value]
+
+
+def dispatch_groups(method: Any, groups: Sequence[Sequence[Request]]) -> list[list[Result]]:
+    """``dispatch`` over several groups of requests (a document's, an order's) in one batched
+    call, the answers handed back group by group."""
+    answers = dispatch(method, [request for group in groups for request in group])
+    out, start = [], 0
+    for group in groups:
+        out.append(answers[start : start + len(group)])
+        start += len(group)
+    return out

@@ -194,9 +194,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not planned:
         raise ArgumentError("the grid has no compatible cell")
     if args.dry_run:
-        rows = [[c.request.task, c.request.method, c.request.model, c.request.seed,
-                 ", ".join(f"{k}={v}" for k, v in sorted({**c.request.task_args, **c.request.method_args}.items())) or "-",
-                 c.run_id, c.status, f"{c.n_done}/{c.n_docs}", c.estimate_s] for c in planned]
+        rows = [sweep.cell_label(c.request) + [c.run_id, c.status, f"{c.n_done}/{c.n_docs}", c.estimate_s] for c in planned]
         print(_table(["task", "method", "model", "seed", "args", "run", "status", "done", "est. s"], rows))
         known = [c.estimate_s for c in planned if c.estimate_s is not None]
         todo = sum(c.status != "finished" for c in planned)

@@ -44,6 +44,17 @@ def parse_pairs(pairs: Iterable[str], flag: str) -> dict[str, str]:
     return out
 
 
+def cli_value(value: Any) -> str:
+    """A typed argument as ``--task-arg``/``--method-arg`` text that ``convert`` reads back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(cli_value(v) for v in value)
+    return str(value)
+
+
 def convert(value: Any, annotation: Any, what: str) -> Any:
     """Convert a string (or pass through a typed value) according to a type annotation."""
     origin = get_origin(annotation)

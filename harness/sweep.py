@@ -35,6 +35,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.config import cli_value
 from harness.errors import ArgumentError, HarnessError, IncompatibleError
 
 Executor = Literal["local", "ray"]
@@ -212,9 +213,7 @@ def command_of(request: Any) -> str:
     """The ``harness run`` command that runs one cell alone."""
     words = ["harness", "run", "--task", request.task, "--method", request.method, "--model", request.model]
     for flag, args in (("--task-arg", request.task_args), ("--method-arg", request.method_args)):
-        for key, value in sorted(args.items()):
-            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value).lower() if isinstance(value, bool) else value
-            words += [flag, f"{key}={shown}"]
+        words += [word for key, value in sorted(args.items()) for word in (flag, f"{key}={cli_value(value)}")]
     if request.seed:
         words += ["--seed", str(request.seed)]
     if request.limit:
@@ -361,12 +360,14 @@ def execute(cells: Sequence[Any], executor: Executor, jobs: int, retries: int = 
         return run_local(cells, jobs, retries, report, started)
 
 
+def cell_label(request: Any) -> list[Any]:
+    """A cell's task, method, model, seed and arguments, as the sweep's tables show them."""
+    args = ", ".join(f"{k}={cli_value(v)}" for k, v in sorted({**request.task_args, **request.method_args}.items()))
+    return [request.task, request.method, request.model, request.seed, args or "-"]
+
+
 def summary_rows(planned: Iterable[PlannedCell], results: Sequence[CellResult]) -> list[list[Any]]:
-    rows = []
-    for cell, result in zip(planned, results, strict=True):
-        request = cell.request
-        args = ", ".join(f"{k}={v}" for k, v in sorted({**request.task_args, **request.method_args}.items()))
-        rows.append([request.task, request.method, request.model, request.seed, args or "-", result.run_id or cell.run_id,
-                     "reused" if result.reused else result.status, result.main_metric or "-", result.value])
-    return rows
+    return [cell_label(cell.request) + [result.run_id or cell.run_id, "reused" if result.reused else result.status,
+                                        result.main_metric or "-", result.value]
+            for cell, result in zip(planned, results, strict=True)]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Capability, Doc, Metric, Request, Result, dispatch
+from harness.api import Capability, Doc, Metric, Request, Result, dispatch_groups
 from harness.config import NoArgs
 from harness.registry import Registry
 from harness.stats import MetricValue, summarize_all
@@ -76,15 +76,8 @@ class Task(ABC):
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
         """One record per document. Single-turn tasks use requests()/score(); multi-turn
         tasks (the ``act`` capability) override this to drive their episodes."""
-        per_doc = [self.requests(doc, settings) for doc in docs]
-        flat = [request for requests in per_doc for request in requests]
-        answers = dispatch(method, flat)
-        records, start = [], 0
-        for doc, requests in zip(docs, per_doc, strict=True):
-            record = self.score(doc, answers[start : start + len(requests)], settings)
-            records.append({"doc_id": doc.id, **record})
-            start += len(requests)
-        return records
+        answers = dispatch_groups(method, [self.requests(doc, settings) for doc in docs])
+        return [{"doc_id": doc.id, **self.score(doc, results, settings)} for doc, results in zip(docs, answers, strict=True)]
 
     def aggregate(self, records: Sequence[dict[str, Any]], seed: int) -> dict[str, MetricValue]:
         """Metrics with 95% CIs over the records; tasks may add breakdowns (per category)."""

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.config import cli_value
 from harness.errors import ArgumentError, HarnessError, RunStoreError
 from harness.spec import RunSpec
 from harness.store import PUBLISHED_MANIFEST, SAMPLES_GZ, RunDir, RunStore, atomic_write_json, now, staged_folder
@@ -211,16 +212,6 @@ def rebuild_inputs(spec: RunSpec, data_dir: str | None) -> tuple[bytes | None, s
 
 # --- the command that reproduces a run ------------------------------------------------------
 
-def _cli_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_cli_value(v) for v in value)
-    return str(value)
-
-
 def _changed(values: dict[str, Any], defaults: dict[str, Any] | None) -> list[tuple[str, Any]]:
     if defaults is None:
         return sorted((k, v) for k, v in values.items() if v is not None)
@@ -237,11 +228,11 @@ def reproduce_argv(spec: RunSpec, devices: list[str]) -> list[str]:
 
     argv = ["harness", "run", "--task", spec.task["name"]]
     for key, value in _changed(spec.task["config"], task_defaults(spec.task["name"])):
-        argv += ["--task-arg", f"{key}={_cli_value(value)}"]
+        argv += ["--task-arg", f"{key}={cli_value(value)}"]
     if spec.method["name"] != "base":
         argv += ["--method", spec.method["name"]]
     for key, value in _changed(spec.method["args"], method_defaults(spec.method["name"])):
-        argv += ["--method-arg", f"{key}={_cli_value(value)}"]
+        argv += ["--method-arg", f"{key}={cli_value(value)}"]
     if spec.model["name"] != zoo.DEFAULT_MODEL:
         argv += ["--model", spec.model["name"]]
     if spec.seed != 0:

@@ -38,6 +38,7 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from string import ascii_uppercase as UPPERCASE  # the 2025 protocol's letters
 from typing import Any, Literal
 
 import numpy as np
@@ -50,7 +51,7 @@ from harness.api import (
     LoglikelihoodRequest,
     Metric,
     Request,
-    dispatch,
+    dispatch_groups,
 )
 from harness.data import DataStore, HubSource
 from harness.errors import DataCorruptError, DataUnavailableError
@@ -272,7 +273,7 @@ class EmoBench(Task):
     def evaluate(self, docs: Sequence[Doc], method: Any, settings: EvalSettings) -> list[dict[str, Any]]:
         jobs = [(doc, o, order) for doc in docs for o, order in enumerate(doc.data["orders"])]
         first = [self._first_stage(doc, order, settings) for doc, _, order in jobs]
-        answers = _answer(method, first)
+        answers = dispatch_groups(method, first)
         replies = [self._read(doc, order, batch, "first") for (doc, _, order), batch in zip(jobs, answers, strict=True)]
         if self.config.code == "EU" and self.config.protocol == "paper":
             second = []
@@ -280,7 +281,7 @@ class EmoBench(Task):
                 emotions = order["emotion_choices"]
                 # generate.py: e_c[e_r], where a parse failure (-1) is the last emotion choice.
                 second.append([r for pred in reply["preds"] for r in self._cause(doc, order, emotions[pred], settings)])
-            answers = _answer(method, second)
+            answers = dispatch_groups(method, second)
             for (doc, _, order), reply, batch in zip(jobs, replies, answers, strict=True):
                 reply["cause"] = self._read(doc, order, batch, "cause")
         records = []
@@ -322,12 +323,12 @@ class EmoBench(Task):
                 entry.update(reply)
                 letters = reply["answers"][0]
                 if config.code == "EA":
-                    label = "ABCDEFG"[order["label"]]
+                    label = UPPERCASE[order["label"]]
                     ok = letters.get("answer", "") == label
                     entry.update(label=label)
                     failures += "answer" not in letters
                 else:
-                    emotion_label, cause_label = "ABCDEFG"[order["emotion_label"]], "ABCDEFG"[order["cause_label"]]
+                    emotion_label, cause_label = UPPERCASE[order["emotion_label"]], UPPERCASE[order["cause_label"]]
                     emotion_ok = letters.get("answer_q1", "") == emotion_label
                     cause_ok = letters.get("answer_q2", "") == cause_label
                     ok = emotion_ok and cause_ok
@@ -414,17 +415,6 @@ class EmoBench(Task):
             "eu_scoring": "an item counts when the emotion and the cause are both right" if config.code == "EU" else None,
             "system_prompt": self._system() if config.protocol == "2025" or self.prompts else None,
         }
-
-
-def _answer(method: Any, groups: list[list[Request]]) -> list[list[Any]]:
-    """One batched dispatch for many groups of requests; the answers regrouped."""
-    flat = [r for group in groups for r in group]
-    answers = dispatch(method, flat)
-    out, start = [], 0
-    for group in groups:
-        out.append(answers[start : start + len(group)])
-        start += len(group)
-    return out
 
 
 def _read_json(data: DataStore, relative: str) -> Any:
