@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", required=True, help="task name (harness ls tasks), or lm-eval:<name>")
     run.add_argument("--method", default="base", help="method name (harness ls methods); default: base")
     run.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name, local folder or Hugging Face id; default: {DEFAULT_MODEL}")
+    run.add_argument("--model-arg", action="append", default=[], metavar="K=V",
+                     help="model loading option (repeatable): revision, device_map, attn_implementation, trust_remote_code, "
+                          "quantization; for API models max_concurrency, timeout, max_retries, prices")
+    run.add_argument("--max-concurrency", type=_positive_int, default=None,
+                     help="API models: requests in flight at once (same as --model-arg max_concurrency=N)")
     run.add_argument("--task-arg", action="append", default=[], metavar="K=V", help="task argument (repeatable)")
     run.add_argument("--method-arg", action="append", default=[], metavar="K=V", help="method argument (repeatable)")
     run.add_argument("--seed", type=int, default=0, help="seed for the sample subset and any sampling; default 0")
@@ -91,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="list the cells, which are finished, and estimated cost; run nothing")
     sweep.add_argument("--output-dir", type=Path, default=None, help="run store folder; default $HARNESS_RUNS_DIR or ./runs")
     sweep.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+
+    serve = sub.add_parser("serve", help="serve a method over a model as an OpenAI-compatible HTTP API")
+    serve.add_argument("--method", default="base", help="method name (harness ls methods); default: base")
+    serve.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name, local folder or Hugging Face id; default: {DEFAULT_MODEL}")
+    serve.add_argument("--method-arg", action="append", default=[], metavar="K=V", help="method argument (repeatable)")
+    serve.add_argument("--model-arg", action="append", default=[], metavar="K=V", help="model loading option (repeatable)")
+    serve.add_argument("--served-model-name", default=None, help="the model name clients send; default: the --model name")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_positive_int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("HARNESS_SERVE_API_KEY"),
+                       help="require this key (Authorization: Bearer KEY); default $HARNESS_SERVE_API_KEY, else none")
+    serve.add_argument("--max-batch", type=_positive_int, default=32, help="requests answered in one batched call")
+    serve.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    serve.add_argument("--seed", type=int, default=0, help="sampling seed")
+    serve.add_argument("--batch-size", type=_batch_size, default="auto")
+    serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
 
     ls = sub.add_parser("ls", help="list tasks, methods, models, or the task x method matrix; or one task or method's arguments")
     ls.add_argument("what", choices=["tasks", "methods", "models", "matrix", "task", "method"])
@@ -152,8 +174,11 @@ def _runs_dir(path: Path | None) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import RunRequest, run
 
+    model_args = parse_pairs(args.model_arg, "--model-arg")
+    if args.max_concurrency is not None:
+        model_args["max_concurrency"] = str(args.max_concurrency)
     request = RunRequest(
-        task=args.task, method=args.method, model=args.model,
+        task=args.task, method=args.method, model=args.model, model_args=model_args,
         task_args=parse_pairs(args.task_arg, "--task-arg"), method_args=parse_pairs(args.method_arg, "--method-arg"),
         seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         chat_template=args.chat_template, output_dir=_runs_dir(args.output_dir), data_dir=args.data_dir,
@@ -172,6 +197,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{status} {outcome.run_id}  ({results['task']['name']} × {results['method']['name']} × {results['model']['name']}, n={results['n_samples']})")
     print(_metrics_table(results))
     print(f"results: {outcome.path / 'results.json'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from harness import models
+    from harness.config import build
+    from harness.api import Capability
+    from harness.method import METHODS, MethodOptions
+    from harness.runner import resolve_device
+    from harness.serve import serve
+
+    method_cls = METHODS.get(args.method)
+    method_args = build(method_cls.Args, parse_pairs(args.method_arg, "--method-arg"), f"method '{args.method}'")
+    if not {Capability.GENERATE, Capability.ACT} & method_cls.provides:
+        raise ArgumentError(f"method '{args.method}' neither generates nor acts: there is nothing to serve")
+    device = resolve_device(args.device)
+    resolved = models.resolve(args.model, models.resolve_dtype(args.dtype, device), parse_pairs(args.model_arg, "--model-arg"))
+    if resolved.remote and not method_cls.runs_remote:
+        raise ArgumentError(f"method '{args.method}' needs the model's weights; '{args.model}' is behind an API")
+    method = method_cls(models.load(resolved, device), method_args, MethodOptions(args.batch_size, args.seed, False))
+    name = args.served_model_name or args.model
+    print(f"serving {args.method} × {resolved.identity.name} as '{name}' on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    serve(method, name, args.host, args.port, args.api_key, args.max_batch, args.batch_window_ms / 1000)
     return 0
 
 
@@ -357,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "sweep": cmd_sweep, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare}
+    handlers = {"run": cmd_run, "serve": cmd_serve, "sweep": cmd_sweep, "ls": cmd_ls, "show": cmd_show, "rescore": cmd_rescore, "compare": cmd_compare}
     for module in COMMAND_MODULES:
         handlers.update(importlib.import_module(module).HANDLERS)
     try:

@@ -16,7 +16,7 @@ from harness.errors import ModelLoadError, first_line
 from harness.store import atomic_write_text
 from harness.zoo import cached_sha256
 
-ModelKind = Literal["causal-lm", "sequence-classifier", "image-text-to-text"]
+ModelKind = Literal["causal-lm", "sequence-classifier", "image-text-to-text", "api"]  # api: behind an HTTP API (harness.remote)
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when a config states no context length
 IDENTITY_FILE = "harness_identity.json"
 
@@ -32,11 +32,18 @@ class ModelIdentity:
     max_length: int
     architecture: str
     kind: ModelKind = "causal-lm"
+    # Loading options that change what the model computes (a pinned revision, the attention
+    # kernel, quantized loading), as sorted (key, value) pairs; none by default.
+    load_options: tuple[tuple[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         identity = asdict(self)
         if self.kind == "causal-lm":
             del identity["kind"]  # the kind every run had before kinds existed: their run ids stay
+        if self.load_options:
+            identity["load_options"] = dict(self.load_options)
+        else:
+            del identity["load_options"]  # likewise: runs without options keep their ids
         return identity
 
 

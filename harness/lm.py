@@ -16,13 +16,14 @@ own module and ``CausalLM`` joins them over one model and one cost counter:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from harness.api import GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult
 from harness.decoding import Generation
 from harness.loglikelihood import LoglikelihoodScoring
 from harness.method import Cost
 from harness.models import LoadedModel
+from harness.remote import RemoteLM
 from harness.rolling import RollingScoring
 from harness.vision import VisionRequests
 
@@ -55,9 +56,19 @@ class CausalLM(LoglikelihoodScoring, RollingScoring, Generation, VisionRequests)
         return _split(requests, with_images, super().generate, self.generate_with_images)
 
 
-def auxiliary_lm(name: str, like: LoadedModel | None = None, seed: int = 0) -> CausalLM:
-    """A second model (a judge, a teacher) as a quiet ``CausalLM`` with its own cost, loaded
-    like the run's model (``models.load_auxiliary``)."""
+def language_model(loaded: LoadedModel, cost: Cost, batch_size: int | Literal["auto"] = "auto", max_length: int | None = None,
+                   seed: int = 0, show_progress: bool = True) -> CausalLM | RemoteLM:
+    """Generation and scoring over a loaded model: a ``CausalLM`` over local weights, or a
+    ``RemoteLM`` over a model behind an API (which generates and, where its server echoes
+    prompt log-probabilities, scores; nothing that needs the weights)."""
+    if loaded.remote:
+        return RemoteLM(loaded.model, cost, seed, show_progress, max_length or loaded.max_length)
+    return CausalLM(loaded, cost, batch_size, max_length, seed, show_progress)
+
+
+def auxiliary_lm(name: str, like: LoadedModel | None = None, seed: int = 0) -> CausalLM | RemoteLM:
+    """A second model (a judge, a teacher) as a quiet language model with its own cost, loaded
+    like the run's model (``models.load_auxiliary``); a model behind an API serves too."""
     from harness import models
 
-    return CausalLM(models.load_auxiliary(name, like=like), Cost(), "auto", None, seed, False)
+    return language_model(models.load_auxiliary(name, like=like), Cost(), "auto", None, seed, False)

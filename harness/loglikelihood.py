@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,54 @@ from harness.batching import BatchedModel
 CONTINUATION_CACHE_TOKENS = 16384  # cached context tokens copied per continuation pass
 
 
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A text's tokens with each one's log-probability given those before it (None for the
+    first), its character offset, the ``top`` most likely tokens at each position, and the
+    ``top`` most likely next tokens after the text: an OpenAI ``echo`` answer."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    offsets: list[int]
+    logprobs: list[float | None]
+    top: list[dict[str, float] | None]
+    next_top: list[tuple[int, str, float]]
+
+
 class LoglikelihoodScoring(BatchedModel):
     """``loglikelihood`` over one batched model."""
+
+    @torch.inference_mode()
+    def token_logprobs(self, texts: Sequence[str | list[int]], top: int = 1) -> list[TokenLogprobs]:
+        """Per-token log-probabilities of whole texts (or token ids), one forward pass each."""
+        out = []
+        for text in texts:
+            ids = list(text) if isinstance(text, list) else self.encode(text)
+            if not ids:
+                raise ValueError("the prompt encodes to no tokens")
+            if len(ids) > self.max_length:
+                raise ValueError(f"the prompt has {len(ids)} tokens, more than the context length {self.max_length}")
+            logits = self.model(torch.tensor([ids], device=self.device)).logits[0].float()
+            logprobs = F.log_softmax(logits, dim=-1)
+            self.cost.forward_passes += 1
+            self.cost.tokens_processed += len(ids)
+            self.cost.tokens_scored += len(ids) - 1
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+            # A token's offset is the length of the text decoded before it (the whitespace before
+            # a word belongs to the word's token, and a character split over tokens is counted once).
+            prefixes = self.tokenizer.batch_decode([ids[:i] for i in range(len(ids))], skip_special_tokens=True,
+                                                   clean_up_tokenization_spaces=False)
+            offsets = [len(prefix) for prefix in prefixes]
+            k = max(1, min(top, logprobs.shape[-1]))
+            values, indices = logprobs.topk(k, dim=-1)
+            top_at = [{self.tokenizer.decode([int(t)]): float(v) for t, v in zip(indices[p].tolist(), values[p].tolist(), strict=True)}
+                      for p in range(len(ids))]
+            chosen = logprobs[:-1].gather(1, torch.tensor(ids[1:], device=logprobs.device)[:, None])[:, 0].tolist()
+            out.append(TokenLogprobs(
+                token_ids=ids, tokens=pieces, offsets=offsets, logprobs=[None, *chosen], top=[None, *top_at[:-1]],
+                next_top=[(int(t), self.tokenizer.decode([int(t)]), float(v)) for t, v in zip(indices[-1].tolist(), values[-1].tolist(), strict=True)],
+            ))
+        return out
 
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:

@@ -80,6 +80,10 @@ class Method:
     # Named argument sets from the paper (``--method-arg preset=paper``-style use is by
     # passing their keys); the dataclass defaults are the paper's defaults.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Whether the method runs on a model behind an API (``harness.remote``): only methods that
+    # need nothing but the model's generations and scores; one that reads logits, weights or a
+    # KV cache cannot.
+    runs_remote: ClassVar[bool] = False
 
     def __init__(self, model: LoadedModel, args: Any, options: MethodOptions) -> None:
         self.loaded = model
@@ -114,6 +118,11 @@ class Method:
         """Earlier answers of this method to these requests, read back from a resumed chunk's
         journal instead of asked again: a method that keeps memory between turns (tips,
         reflections) takes it back here. Nothing to do for a method without such memory."""
+
+    def token_scorer(self) -> Any:
+        """A ``CausalLM`` whose per-token log-probabilities are this method's (``harness serve``
+        returns them as logprobs), or None when the method's scores are not one model's."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Settings resolved at load time (e.g. the context length used), for results.json."""

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from harness import gguf as gguf_weights
@@ -22,16 +23,46 @@ from harness import progress
 from harness.data import hub_reachable
 from harness.errors import ModelLoadError, UnknownNameError, first_line
 from harness.identity import IDENTITY_FILE, ModelIdentity, ModelKind, cached_identity, folder_identity
+from harness.remote import RemoteOptions, endpoint, is_remote, remote_identity
 from harness.store import atomic_write_text
 from harness.zoo import ZooEntry, cache_dir, cached_sha256, zoo
 
 
 @dataclass(frozen=True)
+class LoadOptions:
+    """Loading options for Hugging Face models (``--model-arg k=v``, lm-eval's ``--model_args``).
+    Those that change what the model computes go into its identity, so a run that uses them is
+    another run; the others are recorded with the session."""
+
+    revision: str | None = None  # hub branch, tag or commit; pinned in the identity (a moved branch is another run)
+    device_map: str | None = None  # accelerate's placement: auto (split over GPUs, offloaded to CPU), balanced, sequential, cpu
+    attn_implementation: str | None = None  # eager, sdpa, flash_attention_2, ...; in the identity
+    trust_remote_code: bool = False  # run a checkpoint's own modelling code (off unless asked)
+    quantization: str | None = None  # 8bit or 4bit through bitsandbytes, where it is installed; in the identity
+
+    def __post_init__(self) -> None:
+        if self.quantization not in (None, "8bit", "4bit"):
+            raise ValueError(f"quantization must be 8bit or 4bit, got '{self.quantization}'")
+        if self.device_map not in (None, "auto", "balanced", "balanced_low_0", "sequential", "cpu"):
+            raise ValueError(f"device_map must be auto, balanced, balanced_low_0, sequential or cpu, got '{self.device_map}'")
+
+    def identity_options(self) -> tuple[tuple[str, Any], ...]:
+        chosen = {"revision": self.revision, "attn_implementation": self.attn_implementation, "quantization": self.quantization}
+        return tuple(sorted((k, v) for k, v in chosen.items() if v is not None))
+
+
+@dataclass(frozen=True)
 class ResolvedModel:
-    """A model's identity and the local folder its weights load from."""
+    """A model's identity, the local folder its weights load from (none for a remote model), and
+    how to load or reach it."""
 
     identity: ModelIdentity
     path: Path
+    options: LoadOptions | RemoteOptions = LoadOptions()
+
+    @property
+    def remote(self) -> bool:
+        return self.identity.kind == "api"
 
 
 @dataclass
@@ -58,7 +89,11 @@ class LoadedModel:
 
     @property
     def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
+        return self.identity.chat_template_sha256 is not None
+
+    @property
+    def remote(self) -> bool:
+        return self.identity.kind == "api"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +107,25 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
+def resolve(name: str, dtype: str = "float32", model_args: Mapping[str, Any] | None = None) -> ResolvedModel:
+    """A model by name (zoo, local folder, Hugging Face id, or an API address), with its
+    ``--model-arg`` options checked against what that kind of model takes."""
+    from harness.config import build
+
+    if is_remote(name):
+        options = build(RemoteOptions, model_args or {}, f"remote model '{name}' (--model-arg)")
+        card = endpoint(name, options).models_card()
+        from harness.remote import RemoteAddress
+
+        return ResolvedModel(remote_identity(name, RemoteAddress.parse(name), card), Path(), options)
+    load_options = build(LoadOptions, model_args or {}, f"model '{name}' (--model-arg)")
+    resolved = _resolve_local(name, dtype, load_options)
+    if load_options.identity_options():
+        resolved = dataclasses.replace(resolved, identity=dataclasses.replace(resolved.identity, load_options=load_options.identity_options()))
+    return dataclasses.replace(resolved, options=load_options)
+
+
+def _resolve_local(name: str, dtype: str, options: LoadOptions) -> ResolvedModel:
     entries = zoo()
     if name in entries:
         entry = entries[name]
@@ -83,7 +136,7 @@ def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
         if entry.kind == "local":
             folder = Path(entry.path or "")
             return ResolvedModel(folder_identity(name, f"zoo:{name}", folder, dtype), folder)
-        return _resolve_hub(entry.hf_id or name, dtype, display_name=name)
+        return _resolve_hub(entry.hf_id or name, dtype, display_name=name, revision=options.revision)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -91,7 +144,7 @@ def resolve(name: str, dtype: str = "float32") -> ResolvedModel:
         folder = path.resolve()
         return ResolvedModel(folder_identity(name, f"local:{folder}", folder, dtype), folder)
     if "/" in name and not name.startswith((".", "/")):
-        return _resolve_hub(name, dtype, display_name=name)
+        return _resolve_hub(name, dtype, display_name=name, revision=options.revision)
     import difflib
 
     close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.5)
@@ -143,12 +196,12 @@ def _resolve_random(entry: ZooEntry, dtype: str) -> ResolvedModel:
     return ResolvedModel(folder_identity(entry.name, f"built:{entry.name}", folder, dtype), folder)
 
 
-def _resolve_hub(repo_id: str, dtype: str, display_name: str) -> ResolvedModel:
+def _resolve_hub(repo_id: str, dtype: str, display_name: str, revision: str | None = None) -> ResolvedModel:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True))
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
             raise ModelLoadError(
@@ -156,16 +209,21 @@ def _resolve_hub(repo_id: str, dtype: str, display_name: str) -> ResolvedModel:
                 "and the hub cannot be reached"
             ) from None
         try:
-            folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
         except Exception as error:
             raise ModelLoadError(f"model '{display_name}' could not be downloaded: {first_line(error)}") from None
-    return ResolvedModel(folder_identity(display_name, f"hf:{repo_id}", folder, dtype), folder)
+    # The snapshot folder is named by the commit it holds: a branch that moves is another identity.
+    source = f"hf:{repo_id}@{folder.name}" if revision else f"hf:{repo_id}"
+    return ResolvedModel(folder_identity(display_name, source, folder, dtype), folder)
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
 def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
     import torch
+
+    if isinstance(resolved.options, RemoteOptions):
+        return LoadedModel(model=remote_endpoint(resolved), tokenizer=None, identity=resolved.identity, device=torch.device("cpu"))
     from transformers import (
         AutoModelForCausalLM,
         AutoModelForImageTextToText,
@@ -186,8 +244,10 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
             else:
                 tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             bar.update(1)
-            model = auto_model.from_pretrained(resolved.path, dtype=getattr(torch, identity.dtype))
-            model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
+            model = auto_model.from_pretrained(resolved.path, dtype=getattr(torch, identity.dtype),
+                                               **hf_loading_kwargs(resolved.options, device))
+            if getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False):
+                model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
             model.eval()
             bar.update(1)
         except Exception as error:
@@ -195,6 +255,34 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, identity=identity, device=torch.device(device), processor=processor)
+
+
+def remote_endpoint(resolved: ResolvedModel) -> Any:
+    """The ``harness.remote.RemoteEndpoint`` of a model behind an API."""
+    assert isinstance(resolved.options, RemoteOptions)
+    return endpoint(resolved.identity.name, resolved.options)
+
+
+def hf_loading_kwargs(options: LoadOptions | RemoteOptions, device: str) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the loading options."""
+    if not isinstance(options, LoadOptions):
+        return {}
+    kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
+    if options.attn_implementation:
+        kwargs["attn_implementation"] = options.attn_implementation
+    if options.device_map:
+        kwargs["device_map"] = options.device_map
+    if options.quantization:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelLoadError(f"quantization={options.quantization} needs bitsandbytes, which is not installed (pip install bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=options.quantization == "8bit",
+                                                           load_in_4bit=options.quantization == "4bit")
+        kwargs.setdefault("device_map", device)
+    return kwargs
 
 
 def load_auxiliary(name: str, like: LoadedModel | None = None, dtype: str | None = None, device: str | None = None) -> LoadedModel:
@@ -222,7 +310,7 @@ def share_loaded(on: bool) -> None:
 
 def load_for_run(resolved: ResolvedModel, device: str) -> LoadedModel:
     """The run's model: loaded, or with sharing on a fresh copy of the one this process holds."""
-    if not _SHARING:
+    if not _SHARING or resolved.remote:
         return load(resolved, device)
     identity = resolved.identity
     key = (identity.name, identity.weights_sha256, identity.dtype, device)

@@ -42,6 +42,7 @@ class RunRequest:
     task: str
     method: str = "base"
     model: str = zoo.DEFAULT_MODEL
+    model_args: Mapping[str, Any] = field(default_factory=dict)  # loading options (--model-arg), by model kind
     task_args: Mapping[str, Any] = field(default_factory=dict)
     method_args: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -124,7 +125,7 @@ def prepare(request: RunRequest) -> Prepared:
     if not docs:
         raise DataUnavailableError(f"task '{task.name}' found no documents")
     chosen, selection = select(docs, request.limit, request.seed)
-    resolved = models.resolve(request.model, dtype)
+    resolved = models.resolve(request.model, dtype, request.model_args)
     check_model_kind(task, request.model, resolved.identity.kind)
     second = task.auxiliary_models() | method_cls.auxiliary_models(method_args, resolved.identity.name)
     auxiliary = {role: models.resolve(name, dtype).identity.as_dict() for role, name in sorted(second.items())}
@@ -132,6 +133,8 @@ def prepare(request: RunRequest) -> Prepared:
     if request.chat_template == "on" and not has_template:
         raise ArgumentError(f"model '{request.model}' has no chat template (--chat-template on)")
     chat = has_template and (request.chat_template == "on" or (request.chat_template == "auto" and task.chat_by_default))
+    if resolved.remote:
+        check_remote(task, method_cls, resolved, chat)
     spec = RunSpec(
         harness_version=harness.__version__,
         task={"name": task.name, "version": task.version, "config": to_dict(task.config)},
@@ -154,6 +157,30 @@ def check_model_kind(task: Task, model: str, kind: str) -> None:
     if Capability.VISION in task.requires and kind != "image-text-to-text":
         raise IncompatibleError(f"task '{task.name}' shows the model images, and model '{model}' is a {kind} that reads "
                                 "text only: use an image-text-to-text model (harness ls models)")
+
+
+REMOTE_CAPABILITIES = frozenset({Capability.LOGLIKELIHOOD, Capability.GENERATE, Capability.ACT})
+
+
+def check_remote(task: Task, method_cls: type[Method], resolved: models.ResolvedModel, chat: bool) -> None:
+    """A model behind an API generates, and scores where its server echoes prompt
+    log-probabilities; a method that needs its weights, logits or cache cannot use it."""
+    name = resolved.identity.name
+    if not method_cls.runs_remote:
+        usable = ", ".join(sorted(n for n in METHODS.names() if METHODS.get(n).runs_remote))
+        raise IncompatibleError(f"method '{method_cls.name}' needs the model's weights, and model '{name}' is behind an API "
+                                f"(methods that run on API models: {usable})")
+    missing = task.requires - REMOTE_CAPABILITIES
+    if missing:
+        raise IncompatibleError(f"task '{task.name}' needs {', '.join(sorted(map(str, missing)))}, which a model behind an API "
+                                "does not provide")
+    if Capability.LOGLIKELIHOOD in task.requires:
+        if chat:
+            raise IncompatibleError(f"task '{task.name}' scores text inside the chat template, which the server of '{name}' "
+                                    "applies out of reach: use --chat-template off")
+        if not models.remote_endpoint(resolved).echoes_logprobs():
+            raise IncompatibleError(f"task '{task.name}' scores continuations, and the server of '{name}' returns no prompt "
+                                    "log-probabilities (completions with echo and logprobs)")
 
 
 def run(request: RunRequest, wait_for_lock: bool = False) -> RunOutcome:

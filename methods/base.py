@@ -22,9 +22,10 @@ from harness.api import (
     StreamRequest,
     StreamResult,
 )
-from harness.lm import CausalLM
+from harness.lm import CausalLM, language_model
 from harness.method import Method, MethodOptions, register_method
 from harness.models import LoadedModel
+from harness.remote import RemoteLM
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,17 @@ class BaseMethod(Method):
 
     provides = frozenset(Capability)
     Args = BaseArgs
+    runs_remote = True
 
     def __init__(self, model: LoadedModel, args: BaseArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
-        self.lm = CausalLM(model, self.cost, options.batch_size, args.max_length, options.seed, options.show_progress)
+        self.lm = language_model(model, self.cost, options.batch_size, args.max_length, options.seed, options.show_progress)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         return self.lm.loglikelihood(requests)
 
     def score_stream(self, requests: Sequence[StreamRequest]) -> list[StreamResult]:
-        return self.lm.score_stream(requests)
+        return self._local().score_stream(requests)
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         return self.lm.generate(requests)
@@ -66,5 +68,14 @@ class BaseMethod(Method):
             [GenerateRequest(r.messages, r.max_new_tokens, r.until, r.temperature, r.top_p) for r in requests]
         )
 
+    def _local(self) -> CausalLM:
+        assert isinstance(self.lm, CausalLM), "a remote model streams nothing (the runner checks this first)"
+        return self.lm
+
+    def token_scorer(self) -> CausalLM | None:
+        return self.lm if isinstance(self.lm, CausalLM) else None
+
     def describe(self) -> dict[str, Any]:
+        if isinstance(self.lm, RemoteLM):
+            return {"max_length": self.lm.max_length, "api": self.lm.describe()}
         return {"max_length": self.lm.max_length, "prefix_token_id": self.lm.prefix_token_id}

@@ -44,6 +44,7 @@ class PruneMethod(BaseMethod):
     """Unstructured magnitude pruning of the transformer's linear layers (per layer)."""
 
     Args = PruneArgs
+    runs_remote = False  # it changes the weights
 
     def __init__(self, model: LoadedModel, args: PruneArgs, options: MethodOptions) -> None:
         zeros = total = 0

@@ -58,6 +58,7 @@ class QuantizeMethod(BaseMethod):
     """Weight-only RTN quantization (simulated, group-wise) of the transformer's linear layers."""
 
     Args = QuantizeArgs
+    runs_remote = False  # it changes the weights
 
     def __init__(self, model: LoadedModel, args: QuantizeArgs, options: MethodOptions) -> None:
         self.n_quantized = 0
