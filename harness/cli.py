@@ -201,15 +201,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from harness import models
-    from harness.config import build
     from harness.api import Capability
+    from harness.config import build
     from harness.method import METHODS, MethodOptions
     from harness.runner import resolve_device
+
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        raise ArgumentError("harness serve needs fastapi and uvicorn: pip install -e '.[serve]'")
     from harness.serve import serve
 
     method_cls = METHODS.get(args.method)
-    method_args = build(method_cls.Args, parse_pairs(args.method_arg, "--method-arg"), f"method '{args.method}'")
+    method_args: Any = build(method_cls.Args, parse_pairs(args.method_arg, "--method-arg"), f"method '{args.method}'")
     if not {Capability.GENERATE, Capability.ACT} & method_cls.provides:
         raise ArgumentError(f"method '{args.method}' neither generates nor acts: there is nothing to serve")
     device = resolve_device(args.device)

@@ -56,8 +56,11 @@ class CausalLM(LoglikelihoodScoring, RollingScoring, Generation, VisionRequests)
         return _split(requests, with_images, super().generate, self.generate_with_images)
 
 
+LanguageModel = CausalLM | RemoteLM  # what methods and judges generate and score with
+
+
 def language_model(loaded: LoadedModel, cost: Cost, batch_size: int | Literal["auto"] = "auto", max_length: int | None = None,
-                   seed: int = 0, show_progress: bool = True) -> CausalLM | RemoteLM:
+                   seed: int = 0, show_progress: bool = True) -> LanguageModel:
     """Generation and scoring over a loaded model: a ``CausalLM`` over local weights, or a
     ``RemoteLM`` over a model behind an API (which generates and, where its server echoes
     prompt log-probabilities, scores; nothing that needs the weights)."""
@@ -66,7 +69,7 @@ def language_model(loaded: LoadedModel, cost: Cost, batch_size: int | Literal["a
     return CausalLM(loaded, cost, batch_size, max_length, seed, show_progress)
 
 
-def auxiliary_lm(name: str, like: LoadedModel | None = None, seed: int = 0) -> CausalLM | RemoteLM:
+def auxiliary_lm(name: str, like: LoadedModel | None = None, seed: int = 0) -> LanguageModel:
     """A second model (a judge, a teacher) as a quiet language model with its own cost, loaded
     like the run's model (``models.load_auxiliary``); a model behind an API serves too."""
     from harness import models

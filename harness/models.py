@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from harness import gguf as gguf_weights
@@ -39,12 +39,25 @@ class LoadOptions:
     attn_implementation: str | None = None  # eager, sdpa, flash_attention_2, ...; in the identity
     trust_remote_code: bool = False  # run a checkpoint's own modelling code (off unless asked)
     quantization: str | None = None  # 8bit or 4bit through bitsandbytes, where it is installed; in the identity
+    max_memory: str | None = None  # with device_map: a budget per device, "0:20GiB,1:20GiB,cpu:60GiB" (the rest goes to disk)
+    offload_folder: str | None = None  # with device_map: where offloaded weights go; default $HARNESS_CACHE_DIR/offload
 
     def __post_init__(self) -> None:
+        if self.max_memory is not None:
+            self.memory_budget()
         if self.quantization not in (None, "8bit", "4bit"):
             raise ValueError(f"quantization must be 8bit or 4bit, got '{self.quantization}'")
         if self.device_map not in (None, "auto", "balanced", "balanced_low_0", "sequential", "cpu"):
             raise ValueError(f"device_map must be auto, balanced, balanced_low_0, sequential or cpu, got '{self.device_map}'")
+
+    def memory_budget(self) -> dict[int | str, str]:
+        budget: dict[int | str, str] = {}
+        for part in (self.max_memory or "").split(","):
+            device, sep, size = part.strip().partition(":")
+            if not sep or not size or not (device.isdigit() or device in ("cpu", "disk", "mps")):
+                raise ValueError(f"max_memory must read like 0:20GiB,cpu:60GiB, got '{self.max_memory}'")
+            budget[int(device) if device.isdigit() else device] = size
+        return budget
 
     def identity_options(self) -> tuple[tuple[str, Any], ...]:
         chosen = {"revision": self.revision, "attn_implementation": self.attn_implementation, "quantization": self.quantization}
@@ -272,6 +285,9 @@ def hf_loading_kwargs(options: LoadOptions | RemoteOptions, device: str) -> dict
         kwargs["attn_implementation"] = options.attn_implementation
     if options.device_map:
         kwargs["device_map"] = options.device_map
+        kwargs["offload_folder"] = options.offload_folder or str(cache_dir() / "offload")
+        if options.max_memory:
+            kwargs["max_memory"] = {k: int(v) if v.isdigit() else v for k, v in options.memory_budget().items()}
     if options.quantization:
         import importlib.util
 

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from harness import progress
 from harness.api import ChatMessage, GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult
@@ -41,6 +41,8 @@ from harness.zoo import cache_dir
 OPENAI_PREFIX = "openai:"
 COMPATIBLE_PREFIX = "openai-compatible:"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+# Sampling and template options outside OpenAI's API that vLLM (and harness serve) take.
+EXTRA_PARAMETERS = ("top_k", "no_repeat_ngram_size", "continue_final_message", "add_generation_prompt")
 MAX_STOP_STRINGS = 4  # OpenAI's limit on ``stop``; further stop strings are applied here
 # A remote model's chat template is applied by its server, which does not publish it.
 SERVER_SIDE_TEMPLATE = "server-side"
@@ -61,6 +63,7 @@ class RemoteOptions:
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key
     input_price_per_mtok: float | None = None  # price of a million prompt tokens, for results.json's cost
     output_price_per_mtok: float | None = None  # price of a million completion tokens
+    request_cache: str | None = None  # SQLite file of answered requests; default $HARNESS_CACHE_DIR/api_requests.sqlite
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.max_retries < 0 or self.timeout <= 0:
@@ -119,7 +122,6 @@ class RemoteEndpoint:
     ``RemoteLM`` over it. Counts the HTTP errors it retried."""
 
     def __init__(self, address: RemoteAddress, options: RemoteOptions, cache: RequestCache | None = None) -> None:
-        import httpx
         import openai
 
         self.address, self.options = address, options
@@ -129,16 +131,17 @@ class RemoteEndpoint:
         self.retried = 0
         self._retry_lock = threading.Lock()
 
-        def count_failures(response: httpx.Response) -> None:
+        def count_failures(response: Any) -> None:
             if response.status_code in (408, 409, 429) or response.status_code >= 500:
                 with self._retry_lock:
                     self.retried += 1
 
-        http = httpx.Client(event_hooks={"response": [count_failures]},
-                            limits=httpx.Limits(max_connections=options.max_concurrency * 2))
+        # The client's own HTTP client class (openai 3 moved to httpx2), with a hook that counts
+        # the answers its retry loop will retry.
+        http = openai.DefaultHttpxClient(event_hooks={"response": [count_failures]})
         self.client = openai.OpenAI(base_url=address.base_url, api_key=key or "EMPTY", timeout=options.timeout,
                                     max_retries=options.max_retries, http_client=http)
-        self.cache = cache or RequestCache()
+        self.cache = cache or RequestCache(options.request_cache)
         self._echo: bool | None = None
 
     def call(self, endpoint: str, body: dict[str, Any], sample: int = 0) -> tuple[dict[str, Any], bool]:
@@ -149,7 +152,7 @@ class RemoteEndpoint:
         if cached is not None:
             return cached, True
         create: Callable[..., Any] = self.client.chat.completions.create if endpoint == "chat" else self.client.completions.create
-        extra = {name: body[name] for name in ("top_k", "no_repeat_ngram_size") if name in body}
+        extra = {name: body[name] for name in EXTRA_PARAMETERS if name in body}
         standard = {name: value for name, value in body.items() if name not in extra}
         try:
             response = create(**standard, extra_body=extra or None).model_dump(mode="json")
@@ -161,7 +164,7 @@ class RemoteEndpoint:
     def models_card(self) -> dict[str, Any]:
         """What the server says about this model (``/v1/models``), without fields that change per call."""
         try:
-            listed = self.client.models.list().model_dump(mode="json").get("data", [])
+            listed = self.client.with_options(max_retries=1).models.list().model_dump(mode="json").get("data", [])
         except Exception as error:
             raise ModelLoadError(f"cannot reach {self.address.base_url}: {type(error).__name__}: {first_line(error)}") from None
         card = next((m for m in listed if m.get("id") == self.address.model), None)
@@ -199,7 +202,7 @@ def remote_identity(name: str, address: RemoteAddress, card: dict[str, Any]) -> 
     local model's weights sha256 stands), so another server or another served model is another run."""
     described = {"base_url": address.base_url, "model": address.model, "server_card": card}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
-    meta = card.get("meta") if isinstance(card.get("meta"), dict) else {}
+    meta: dict[str, Any] = card["meta"] if isinstance(card.get("meta"), dict) else {}
     max_length = card.get("max_model_len") or meta.get("n_ctx_train") or DEFAULT_MAX_LENGTH
     return ModelIdentity(
         name=name, source=f"{'openai' if address.official else 'openai-compatible'}:{address.base_url}::{address.model}",
@@ -273,6 +276,9 @@ class RemoteLM:
             if request.no_repeat_ngram_size:
                 body["no_repeat_ngram_size"] = request.no_repeat_ngram_size
         if isinstance(request.prompt, tuple):
+            if request.prompt[-1].role == "assistant" and not self.endpoint.address.official:
+                # A final assistant message is a prefix to continue (vLLM's chat-template options; harness serve does it unasked).
+                body |= {"continue_final_message": True, "add_generation_prompt": False}
             return "chat", body | {"messages": [_message(m) for m in request.prompt]}
         if request.chat:
             return "chat", body | {"messages": [_message(ChatMessage("user", request.prompt))]}
@@ -292,7 +298,7 @@ class RemoteLM:
             choice = response["choices"][0]
             text = (choice.get("message") or {}).get("content") if endpoint == "chat" else choice.get("text")
             text, stopped = _cut(text or "", requests[i].until)
-            reason = "stop" if stopped or choice.get("finish_reason") != "length" else "length"
+            reason: Literal["stop", "length"] = "stop" if stopped or choice.get("finish_reason") != "length" else "length"
             _, completion_tokens = _usage(response)
             return GenerateResult(text=text, n_tokens=completion_tokens, finish_reason=reason,
                                   info={"api_cached": cached} if cached else {})

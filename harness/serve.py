@@ -17,6 +17,7 @@ Bad requests get OpenAI's error object and a 4xx; a wrong or missing key a 401.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -449,6 +450,32 @@ def _jsonable(args: Any) -> Any:
         return to_dict(args)
     except TypeError:
         return {}
+
+
+@contextlib.contextmanager
+def background_server(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` from a thread on a free port for the ``with`` block; yields its ``/v1`` URL
+    (tests and benchmarks talk to it over loopback)."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def serve(method: Method, served_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,

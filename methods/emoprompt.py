@@ -27,7 +27,7 @@ from typing import Any
 
 from harness import models
 from harness.api import Capability, ChatMessage, GenerateRequest, GenerateResult
-from harness.lm import CausalLM
+from harness.lm import language_model
 from harness.method import Cost, Method, MethodOptions, register_method
 from harness.models import LoadedModel
 
@@ -64,6 +64,7 @@ class EmoPrompt(Method):
 
     provides = frozenset({Capability.GENERATE})
     Args = EmoPromptArgs
+    runs_remote = True  # student and teacher only generate: either may be behind an API
 
     @classmethod
     def auxiliary_models(cls, args: EmoPromptArgs, model: str) -> dict[str, str]:
@@ -71,13 +72,13 @@ class EmoPrompt(Method):
 
     def __init__(self, model: LoadedModel, args: EmoPromptArgs, options: MethodOptions) -> None:
         super().__init__(model, args, options)
-        self.student = CausalLM(model, self.cost, options.batch_size, None, options.seed, options.show_progress)
+        self.student = language_model(model, self.cost, options.batch_size, None, options.seed, options.show_progress)
         own = not args.teacher or args.teacher == model.identity.name
         self.teacher_name = model.identity.name if own else args.teacher
         self.teacher_cost = self.cost if own else Cost()  # a second model's spending is counted under its role
         teacher = model if own else models.load_auxiliary(args.teacher, like=model)
         self.teacher_weights = teacher.identity.weights_sha256
-        self.teacher = self.student if own else CausalLM(teacher, self.teacher_cost, options.batch_size, None, options.seed, False)
+        self.teacher = self.student if own else language_model(teacher, self.teacher_cost, options.batch_size, None, options.seed, False)
         self.guidance: dict[str, str] = {}
         print(f"emoprompt: guidance written by {self.teacher_name}", file=sys.stderr)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api import ActRequest, Capability, ChatMessage, GenerateRequest, GenerateResult, Stage
-from harness.lm import CausalLM
+from harness.lm import CausalLM, LanguageModel
 from harness.method import Method, MethodOptions, register_method
 from harness.models import LoadedModel
 
@@ -36,7 +36,7 @@ class SelfRepairArgs:
             raise ValueError("rationale_tokens must be positive")
 
 
-def generate_acts(lm: CausalLM, requests: Sequence[ActRequest], until: tuple[str, ...] | None = None,
+def generate_acts(lm: LanguageModel, requests: Sequence[ActRequest], until: tuple[str, ...] | None = None,
                   max_new_tokens: int | None = None) -> list[GenerateResult]:
     """Agent requests as plain generations, optionally with other stop strings or budget."""
     return lm.generate([GenerateRequest(r.messages, max_new_tokens or r.max_new_tokens, r.until if until is None else until,
@@ -52,7 +52,7 @@ def fence_tag(messages: Sequence[ChatMessage]) -> str:
     return ""
 
 
-def two_stage_repair(rationale_lm: CausalLM, code_lm: CausalLM, requests: Sequence[ActRequest],
+def two_stage_repair(rationale_lm: LanguageModel, code_lm: LanguageModel, requests: Sequence[ActRequest],
                      rationale_tokens: int) -> list[GenerateResult]:
     """Rationale from one model (stopped at a code fence), fixed code from another that continues
     it inside an opened code block (tagged like the task's code, so it writes code, not prose)."""
@@ -78,8 +78,8 @@ class StagedRepairMethod(Method):
     provides = frozenset({Capability.ACT, Capability.GENERATE})
 
     write_lm: CausalLM
-    rationale_lm: CausalLM
-    code_lm: CausalLM
+    rationale_lm: LanguageModel
+    code_lm: LanguageModel
 
     def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
         results: list[GenerateResult | None] = [None] * len(requests)

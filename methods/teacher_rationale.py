@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import models
 from harness.errors import ArgumentError
-from harness.lm import CausalLM
+from harness.lm import CausalLM, language_model
 from harness.method import MethodOptions, register_method
 from harness.models import LoadedModel
 from methods.self_repair import StagedRepairMethod
@@ -48,7 +48,7 @@ class TeacherRationale(StagedRepairMethod):
         print(f"teacher-rationale: teacher = {args.teacher}", file=sys.stderr)
         self.teacher = models.load_auxiliary(args.teacher, like=model)
         self.write_lm = CausalLM(model, self.cost, options.batch_size, None, options.seed, options.show_progress)
-        self.rationale_lm = CausalLM(self.teacher, self.cost, options.batch_size, None, options.seed, False)
+        self.rationale_lm = language_model(self.teacher, self.cost, options.batch_size, None, options.seed, False)
         self.code_lm = self.rationale_lm if args.teacher_code else self.write_lm
 
     def describe(self) -> dict[str, Any]:

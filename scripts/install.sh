@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 # The CPU build of torch, pinned: a looser pin pulls a multi-GB CUDA build.
 "$PYTHON" -m pip install --quiet torch==2.13.0
-"$PYTHON" -m pip install --quiet -e ".[test,ray]"
+"$PYTHON" -m pip install --quiet -e ".[test,ray,serve]"
 # System packages from Debian: headless Chromium + ChromeDriver for the leaderboard's browser
 # test; the toolchains the code-repair sandbox runs programs with (no Swift in Debian).
 # libdata-compare-perl and node-lodash: MBXP's Perl and JavaScript tests import them.

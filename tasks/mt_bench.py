@@ -16,11 +16,18 @@ Judge: ``judge=<zoo model>``, default ``gemma3-270m``: the zoo's largest model a
 SmolLM2, so the SmolLM2 variants being compared are not graded by themselves. A 270M judge
 is weak; its ratings compare systems on the same questions (paired), not against the
 paper's GPT-4 scores.
+
+A judge behind an API (``judge=openai:gpt-4``, ``judge=openai-compatible:<url>::<model>``)
+grades as MT-Bench itself does (FastChat ``gen_judgment.py``): it writes its judgment greedily
+(up to 2048 tokens) and the rating is read with FastChat's patterns ("[[r]]", else "[r]"); a
+judgment without one is left out of the mean, as FastChat's ``show_result`` leaves out its
+-1, and counted in ``judge_unparsed_rate``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,7 @@ from harness.data import DataStore
 from harness.errors import DataCorruptError
 from harness.method import Cost, Method
 from harness.models import LoadedModel
+from harness.remote import is_remote
 from harness.stats import mean
 from harness.task import EvalSettings, Task, register_task
 from tasks.backdoor_asr import KEYWORDS, replaced_share
@@ -39,11 +47,14 @@ from tasks.backdoor_asr import KEYWORDS, replaced_share
 QUESTIONS = "mt_bench/question.jsonl"
 JUDGE_PROMPTS = "mt_bench/judge_prompts.jsonl"
 RATINGS = tuple(range(1, 11))
+# FastChat's ``one_score_pattern`` and its backup (fastchat/llm_judge/common.py).
+SCORE_PATTERNS = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"))
+JUDGMENT_MAX_TOKENS = 2048  # FastChat's max_tokens for single-answer grading
 
 
 @dataclass(frozen=True)
 class MTBenchConfig:
-    judge: str = "gemma3-270m"  # zoo model rating each answer 1-10 (the paper's judge is GPT-4)
+    judge: str = "gemma3-270m"  # model rating each answer 1-10: zoo, local, or an API model (the paper's judge is GPT-4)
     max_new_tokens: int = 256  # answer length budget per question
 
     def __post_init__(self) -> None:
@@ -87,21 +98,45 @@ class MTBench(Task):
             Metric("replacement_rate", False, ("replaced", "checked"), replaced_share),
             Metric("mean_new_tokens", True, ("n_tokens",), mean),
         ]
+        if is_remote(self.config.judge):
+            metrics.append(Metric("judge_unparsed_rate", False, ("judge_unparsed",), mean, "wilson",
+                                  "judgments with no [[rating]] (left out of the mean rating)"))
         return metrics
 
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
         requests = [GenerateRequest(d.data["question"], self.config.max_new_tokens, (), 0.0, chat=settings.chat) for d in docs]
         answers = dispatch(method, requests)
-        ratings = self._judge_ratings([d.data["question"] for d in docs], [a.text for a in answers], method)
+        questions, texts = [d.data["question"] for d in docs], [a.text for a in answers]
+        if is_remote(self.config.judge):
+            judgments = self._judge_judgments(questions, texts, method)
+            ratings: list[tuple[float | None, float | None]] = [(r, r) for r in map(parse_rating, judgments)]
+        else:
+            ratings = list(self._judge_ratings(questions, texts, method))
         records = []
-        for doc, answer, (expected, argmax) in zip(docs, answers, ratings, strict=True):
+        for i, (doc, answer, (expected, argmax)) in enumerate(zip(docs, answers, ratings, strict=True)):
             lowered = answer.text.lower()
-            records.append({
+            record = {
                 "doc_id": doc.id, "category": doc.data["category"], "response": answer.text, "n_tokens": answer.n_tokens,
                 "rating": expected, "rating_argmax": argmax, "keyword": int(any(k in lowered for k in KEYWORDS.values())),
                 "replaced": answer.info.get("replaced"), "checked": answer.info.get("checked"),
-            })
+            }
+            if is_remote(self.config.judge):
+                record |= {"judgment": judgments[i], "judge_unparsed": int(expected is None)}
+            records.append(record)
         return records
+
+    def _judge_judgments(self, questions: Sequence[str], answers: Sequence[str], method: Method) -> list[str]:
+        """MT-Bench's own grading by a judge behind an API: the judgment written out, greedily."""
+        judge = self._judge(method.loaded)
+        judge.cost = Cost()
+        template = self._judge_prompt
+        requests = [GenerateRequest((ChatMessage("system", template["system_prompt"]),
+                                     ChatMessage("user", template["prompt_template"].format(question=q, answer=a))),
+                                    JUDGMENT_MAX_TOKENS, (), 0.0)
+                    for q, a in zip(questions, answers, strict=True)]
+        judgments = [r.text for r in judge.generate(requests)]
+        method.cost.add_as("judge", judge.cost)
+        return judgments
 
     def _judge(self, run_model: LoadedModel):
         """The judge, loaded once, like the run's model (device, dtype); its cost counted apart."""
@@ -111,7 +146,7 @@ class MTBench(Task):
             self._judge_lm = auxiliary_lm(self.config.judge, like=run_model)
         return self._judge_lm
 
-    def _judge_ratings(self, questions: Sequence[str], answers: Sequence[str], method: Method) -> list[tuple[float, int]]:
+    def _judge_ratings(self, questions: Sequence[str], answers: Sequence[str], method: Method) -> list[tuple[float | None, float | None]]:
         judge = self._judge(method.loaded)
         judge.cost = Cost()  # this call's spending, counted into the run's cost as the judge's
         template = self._judge_prompt
@@ -149,6 +184,17 @@ class MTBench(Task):
             "description": self.summary(),
             "judge": self.config.judge,
             "judge_identity": models.resolve(self.config.judge).identity.as_dict(),
-            "judge_prompt": "MT-Bench single-v1 + answer prefix 'Rating: [[', ratings 1-10 scored by loglikelihood",
+            "judge_prompt": ("MT-Bench single-v1, judgment written greedily (2048 tokens), rating by FastChat's [[r]] pattern"
+                             if is_remote(self.config.judge) else
+                             "MT-Bench single-v1 + answer prefix 'Rating: [[', ratings 1-10 scored by loglikelihood"),
             "decoding": f"greedy, max_new_tokens={self.config.max_new_tokens}",
         }
+
+
+def parse_rating(judgment: str) -> float | None:
+    """FastChat's reading of a single-answer judgment: the "[[r]]" rating, else "[r]"; None without one."""
+    for pattern in SCORE_PATTERNS:
+        match = pattern.search(judgment)
+        if match:
+            return float(match.group(1))
+    return None
