@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", default=os.environ.get("HARNESS_SERVE_API_KEY"),
                        help="require this key (Authorization: Bearer KEY); default $HARNESS_SERVE_API_KEY, else none")
     serve.add_argument("--max-batch", type=_positive_int, default=32, help="requests answered in one batched call")
-    serve.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    serve.add_argument("--batch-window-ms", type=float, default=50.0,
+                       help="how long a batch's first request waits for others (default 50; lower on a GPU)")
     serve.add_argument("--seed", type=int, default=0, help="sampling seed")
     serve.add_argument("--batch-size", type=_batch_size, default="auto")
     serve.add_argument("--device", default="auto", help="auto, cpu or cuda")

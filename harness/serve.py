@@ -40,6 +40,11 @@ from harness.method import Method
 from harness.tokenization import PromptEncoder
 
 DEFAULT_MAX_TOKENS = 256  # a chat request that names no limit (OpenAI's is the context; too slow on a CPU)
+# How long the first request of a batch waits for others. Clients send their next request tens
+# of milliseconds after their last answer (bench_serve.py: at 5 ms, 4 clients made batches of
+# 2.3; at 50 ms, of 4.0 and 0.56x -> 0.86x in-process throughput at 16 clients); a CPU batch
+# takes seconds, so the wait costs a few percent. Lower it on a GPU (--batch-window-ms).
+BATCH_WINDOW_S = 0.05
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
 
@@ -142,7 +147,7 @@ class Answer:
 class Batcher:
     """Jobs from concurrent HTTP calls, answered by one thread in the method's batched calls."""
 
-    def __init__(self, method: Method, max_batch: int = 32, batch_window_s: float = 0.005) -> None:
+    def __init__(self, method: Method, max_batch: int = 32, batch_window_s: float = BATCH_WINDOW_S) -> None:
         self.method, self.max_batch, self.batch_window_s = method, max_batch, batch_window_s
         self.scorer = method.token_scorer()
         self.encoder = PromptEncoder(method.loaded)
@@ -219,7 +224,7 @@ class Batcher:
 
 # -- the app --------------------------------------------------------------------------------------
 def build_app(method: Method, served_name: str, api_key: str | None = None, max_batch: int = 32,
-              batch_window_s: float = 0.005, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> FastAPI:
+              batch_window_s: float = BATCH_WINDOW_S, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> FastAPI:
     """The server over one loaded method; ``served_name`` is the model name clients send."""
     batcher = Batcher(method, max_batch, batch_window_s)
     created = int(time.time())
@@ -479,7 +484,7 @@ def background_server(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
 
 
 def serve(method: Method, served_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_batch: int = 32, batch_window_s: float = 0.005) -> None:
+          max_batch: int = 32, batch_window_s: float = BATCH_WINDOW_S) -> None:
     """Serve until interrupted."""
     import uvicorn
 

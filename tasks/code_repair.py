@@ -43,6 +43,7 @@ from harness.data import DataStore
 from harness.errors import ArgumentError, DataCorruptError, IncompatibleError
 from harness.method import Cost, Method
 from harness.models import LoadedModel
+from harness.remote import is_remote
 from harness.sandbox import Execution
 from harness.stats import mean, ratio_of_sums
 from harness.task import EvalSettings, Task, register_task
@@ -98,6 +99,9 @@ class CodeRepairConfig:
             raise ValueError("rounds >= 0, max_new_tokens >= 1, timeout_s > 0 and temperature >= 0 are required")
         if self.dataset != "mbxp" and self.split != "test":
             raise ValueError(f"{self.dataset} is test-only; split must be 'test'")
+        if is_remote(self.judge):
+            raise ValueError("the rationale judge scores 'yes'/'no' inside its own chat template, which an API model's server "
+                             "keeps out of reach: give a local judge")
 
 
 def load_problems(data: DataStore, language: Language, dataset: str, split: str) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ def tiny_server(tiny):
 
 
 def remote_lm(url: str, tmp_path: Path, model: str = "tiny-random-llama", **options):
-    from harness.remote import RemoteEndpoint, RemoteAddress, RemoteLM, RemoteOptions
+    from harness.remote import RemoteAddress, RemoteEndpoint, RemoteLM, RemoteOptions
 
     endpoint = RemoteEndpoint(RemoteAddress.parse(f"openai-compatible:{url}::{model}"),
                               RemoteOptions(request_cache=str(tmp_path / "cache.sqlite"), max_retries=3, **options))
