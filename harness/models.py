@@ -21,7 +21,7 @@ from typing import Any
 from harness import gguf as gguf_weights
 from harness import progress
 from harness.data import hub_reachable
-from harness.errors import ModelLoadError, UnknownNameError, first_line
+from harness.errors import ArgumentError, ModelLoadError, UnknownNameError, first_line
 from harness.identity import IDENTITY_FILE, ModelIdentity, ModelKind, cached_identity, folder_identity
 from harness.remote import RemoteOptions, endpoint, is_remote, remote_identity
 from harness.store import atomic_write_text
@@ -140,6 +140,9 @@ def resolve(name: str, dtype: str = "float32", model_args: Mapping[str, Any] | N
 
 def _resolve_local(name: str, dtype: str, options: LoadOptions) -> ResolvedModel:
     entries = zoo()
+    from_hub = (entries[name].kind == "hf") if name in entries else not Path(name).expanduser().exists() and "/" in name
+    if options.revision and not from_hub:
+        raise ArgumentError(f"--model-arg revision= pins a Hugging Face hub model; '{name}' is not one")
     if name in entries:
         entry = entries[name]
         if entry.kind == "gguf":

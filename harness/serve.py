@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -132,6 +132,8 @@ class Job:
     request: GenerateRequest | None = None
     score: str | list[int] | None = None
     top: int = 0
+    prompt_ids: list[int] | None = None  # a completions prompt given as token ids: decoded into ``request`` by the worker
+    stream: bool = False  # cut the answer into token-sized pieces for a stream
     future: Future = field(default_factory=Future)
 
 
@@ -142,6 +144,7 @@ class Answer:
     scored: TokenLogprobs | None = None  # the prompt (echo) or prompt + completion, scored
     completion_start: int = 0  # index of the completion's first token in ``scored``
     prompt_text: str = ""  # echo: the prompt as text
+    pieces: tuple[str, ...] = ()  # a streamed answer, piece by piece
 
 
 class Batcher:
@@ -175,6 +178,10 @@ class Batcher:
                 self._answer(batch)
 
     def _answer(self, batch: list[Job]) -> None:
+        # The tokenizer is used here only: a fast tokenizer shared between threads can fail ("Already borrowed").
+        for job in batch:
+            if job.prompt_ids is not None and job.request is not None:
+                job.request = replace(job.request, prompt=self.encoder.tokenizer.decode(job.prompt_ids))
         generating = [job for job in batch if job.request is not None]
         scoring = [job for job in batch if job.request is None]
         try:
@@ -209,11 +216,26 @@ class Batcher:
     def _generation_answer(self, job: Job, result: GenerateResult) -> Answer:
         assert job.request is not None
         prompt = self.encoder.prompt_tokens(job.request)
+        pieces = tuple(self._pieces(result.text)) if job.stream else ()
         if not job.top or self.scorer is None:
-            return Answer(result, len(prompt))
+            return Answer(result, len(prompt), pieces=pieces)
         completion = self.encoder.encode(result.text, add_special_tokens=False)
         scored = self.scorer.token_logprobs([prompt + completion], top=job.top)[0]
-        return Answer(result, len(prompt), scored, len(prompt))
+        return Answer(result, len(prompt), scored, len(prompt), pieces=pieces)
+
+    def _pieces(self, text: str) -> Iterator[str]:
+        """The answer in token-sized pieces, for a stream (a character split over tokens is sent whole)."""
+        ids = self.encoder.encode(text, add_special_tokens=False)
+        sent = ""
+        for end in range(1, len(ids) + 1):
+            decoded = self.encoder.tokenizer.decode(ids[:end])
+            if decoded.endswith("\ufffd") and end < len(ids):
+                continue
+            if decoded.startswith(sent) and len(decoded) > len(sent):
+                yield decoded[len(sent):]
+                sent = decoded
+        if sent != text and text.startswith(sent):
+            yield text[len(sent):]
 
     def _score_answer(self, job: Job) -> Answer:
         assert job.score is not None and self.scorer is not None
@@ -252,6 +274,10 @@ def build_app(method: Method, served_name: str, api_key: str | None = None, max_
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         return error_response(error.status_code, str(error.detail), "invalid_request_error" if error.status_code < 500 else "server_error")
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:  # a bug answers 500, the server stays up
+        return error_response(500, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", "server_error")
+
     @app.middleware("http")
     async def _authenticate(request: Request, call_next: Any) -> Any:
         if api_key and request.url.path.startswith("/v1/") and request.headers.get("authorization") != f"Bearer {api_key}":
@@ -284,10 +310,10 @@ def build_app(method: Method, served_name: str, api_key: str | None = None, max_
         limit = body.max_completion_tokens or body.max_tokens or default_max_tokens
         request = GenerateRequest(tuple(m.message() for m in body.messages), limit, body.stops(), body.temperature,
                                   body.top_p, top_k=body.top_k, no_repeat_ngram_size=body.no_repeat_ngram_size)
-        answers = await _await(batcher.submit([Job(request, top=top) for _ in range(body.n)]))
+        answers = await _await(batcher.submit([Job(request, top=top, stream=body.stream) for _ in range(body.n)]))
         reply_id, model_name = f"chatcmpl-{uuid.uuid4().hex}", served_name
         if body.stream:
-            return _sse(_chat_chunks(reply_id, created, model_name, answers, batcher, _include_usage(body)))
+            return _sse(_chat_chunks(reply_id, created, model_name, answers, _include_usage(body)))
         choices = []
         for index, answer in enumerate(answers):
             assert answer.result is not None
@@ -321,14 +347,14 @@ def build_app(method: Method, served_name: str, api_key: str | None = None, max_
             if scoring_only:
                 jobs += [Job(score=prompt, top=max(1, top))]
             else:
-                text = prompt if isinstance(prompt, str) else batcher.encoder.tokenizer.decode(prompt)
-                request = GenerateRequest(text, body.max_tokens, body.stops(), body.temperature, body.top_p,
-                                          top_k=body.top_k, no_repeat_ngram_size=body.no_repeat_ngram_size)
-                jobs += [Job(request, top=top) for _ in range(body.n)]
+                request = GenerateRequest(prompt if isinstance(prompt, str) else "", body.max_tokens, body.stops(), body.temperature,
+                                          body.top_p, top_k=body.top_k, no_repeat_ngram_size=body.no_repeat_ngram_size)
+                ids = None if isinstance(prompt, str) else prompt
+                jobs += [Job(request, top=top, prompt_ids=ids, stream=body.stream) for _ in range(body.n)]
         answers = await _await(batcher.submit(jobs))
         reply_id = f"cmpl-{uuid.uuid4().hex}"
         if body.stream:
-            return _sse(_completion_chunks(reply_id, created, served_name, answers, batcher, _include_usage(body)))
+            return _sse(_completion_chunks(reply_id, created, served_name, answers, _include_usage(body)))
         choices = [_completion_choice(index, answer, body.max_tokens, top if body.logprobs is not None else None)
                    for index, answer in enumerate(answers)]
         return {"id": reply_id, "object": "text_completion", "created": int(time.time()), "model": served_name,
@@ -401,38 +427,23 @@ def _completion_choice(index: int, answer: Answer, max_tokens: int, top: int | N
     return {"index": index, "text": answer.result.text, "logprobs": logprobs, "finish_reason": answer.result.finish_reason}
 
 
-def _pieces(batcher: Batcher, text: str) -> Iterator[str]:
-    """The answer in token-sized pieces, for a stream."""
-    ids = batcher.encoder.encode(text, add_special_tokens=False)
-    sent = ""
-    for end in range(1, len(ids) + 1):
-        decoded = batcher.encoder.tokenizer.decode(ids[:end])
-        if decoded.endswith("\ufffd") and end < len(ids):
-            continue  # a character split over tokens is sent whole
-        if decoded.startswith(sent) and len(decoded) > len(sent):
-            yield decoded[len(sent):]
-            sent = decoded
-    if sent != text and text.startswith(sent):
-        yield text[len(sent):]
-
-
-def _chat_chunks(reply_id: str, created: int, model: str, answers: list[Answer], batcher: Batcher, usage: bool) -> Iterator[dict]:
+def _chat_chunks(reply_id: str, created: int, model: str, answers: list[Answer], usage: bool) -> Iterator[dict]:
     base = {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model}
     for index, answer in enumerate(answers):
         assert answer.result is not None
         yield base | {"choices": [{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-        for piece in _pieces(batcher, answer.result.text):
+        for piece in answer.pieces:
             yield base | {"choices": [{"index": index, "delta": {"content": piece}, "finish_reason": None}]}
         yield base | {"choices": [{"index": index, "delta": {}, "finish_reason": answer.result.finish_reason}]}
     if usage:
         yield base | {"choices": [], "usage": _usage(answers)}
 
 
-def _completion_chunks(reply_id: str, created: int, model: str, answers: list[Answer], batcher: Batcher, usage: bool) -> Iterator[dict]:
+def _completion_chunks(reply_id: str, created: int, model: str, answers: list[Answer], usage: bool) -> Iterator[dict]:
     base = {"id": reply_id, "object": "text_completion", "created": created, "model": model}
     for index, answer in enumerate(answers):
         assert answer.result is not None
-        for piece in _pieces(batcher, answer.result.text):
+        for piece in answer.pieces:
             yield base | {"choices": [{"index": index, "text": piece, "logprobs": None, "finish_reason": None}]}
         yield base | {"choices": [{"index": index, "text": "", "logprobs": None, "finish_reason": answer.result.finish_reason}]}
     if usage:

@@ -84,6 +84,11 @@ def test_serve_answers_chat_and_completions_as_the_model_does(tiny, tiny_server)
     assert completion.choices[0].text == plain.text
     sampled = api.completions.create(model="tiny-random-llama", prompt="Once upon a time", max_tokens=5, temperature=1.0, n=3)
     assert len(sampled.choices) == 3
+    ids = tiny.tokenizer.encode("Once upon a time", add_special_tokens=False)
+    assert api.completions.create(model="tiny-random-llama", prompt=ids, max_tokens=5, temperature=0).choices[0].text == plain.text
+    pieces = [c.choices[0].text for c in api.completions.create(model="tiny-random-llama", prompt="Once upon a time", max_tokens=5,
+                                                                temperature=0, stream=True) if c.choices]
+    assert "".join(pieces) == plain.text
 
     card = api.models.list().data[0].model_dump()
     assert card["id"] == "tiny-random-llama" and card["harness"]["model"]["weights_sha256"] == tiny.identity.weights_sha256
@@ -121,6 +126,12 @@ def test_remote_model_scores_and_generates_like_the_local_one(tiny, tiny_server,
         for g, w in zip(got, want, strict=True):
             assert g.logprob == pytest.approx(w.logprob, abs=1e-4) and g.n_tokens == w.n_tokens and g.is_greedy == w.is_greedy
         assert remote.endpoint.echoes_logprobs()
+
+        priced = remote_lm(tiny_server["url"], tmp_path, api_key_env="TEST_SERVE_KEY", input_price_per_mtok=2.0, output_price_per_mtok=8.0)
+        priced.generate([GenerateRequest("Price me", 3, (), 0.0)])
+        counters = priced.cost.counters
+        assert counters["api_cost_usd"] == pytest.approx((2.0 * counters["api_prompt_tokens"] + 8.0 * counters["api_completion_tokens"]) / 1e6)
+        assert counters["api_prompt_tokens"] > 0 and counters["api_requests"] == 1
 
         greedy = GenerateRequest("Hello", 4, (), 0.0)
         sampled = GenerateRequest("Hello", 4, (), 1.0)
@@ -232,7 +243,8 @@ def test_model_args_loading_options(tiny, runs_dir, capsys):
     for args, message in ((["--model-arg", "revison=main"], "did you mean 'revision'"),
                           (["--model-arg", "quantization=3bit"], "quantization must be 8bit or 4bit"),
                           (["--model-arg", "device_map=everywhere"], "device_map must be"),
-                          (["--model-arg", "max_memory=lots"], "max_memory must read like")):
+                          (["--model-arg", "max_memory=lots"], "max_memory must read like"),
+                          (["--model-arg", "revision=v1.0"], "pins a Hugging Face hub model")):
         assert cli("run", "--task", "pubmedqa", "--model", "tiny-random-llama", "--output-dir", runs_dir, "--quiet", *args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
