@@ -12,14 +12,20 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, cast
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteria
+from transformers.generation.logits_process import (
+    NoRepeatNGramLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from harness.api import GenerateRequest, GenerateResult
-from harness.batching import BatchedModel
+from harness.batching import CPU_GENERATION_BUDGET, CPU_GENERATION_ROWS, CUDA_GENERATION_BUDGET, BatchedModel
 from harness.method import Cost
 from harness.models import LoadedModel
 
@@ -70,6 +76,48 @@ class StopStrings(StoppingCriteria):
                 text = self.tokenizer.decode(tail[row])
                 self.done[row] = any(stop in text for stop in self.stops)
         return cast(torch.BoolTensor, self.done.to(input_ids.device))
+
+
+MIN_SHARED_PREFIX = 16  # shorter shared prefixes are prefilled with each row (a broadcast costs more than it saves)
+
+
+def sample_indices(keys: Sequence[Any]) -> list[int]:
+    """Each request's index among the identical requests before it in one call: sample 0, 1, ...
+    of one prompt."""
+    seen: dict[Any, int] = {}
+    out = []
+    for key in keys:
+        out.append(seen.get(key, 0))
+        seen[key] = out[-1] + 1
+    return out
+
+
+def seeded_generator(seed: int, prompt: Sequence[int], sample: int) -> torch.Generator:
+    """A sample's own random stream: from the run seed, the prompt's tokens and the sample's index."""
+    digest = hashlib.sha256(repr((seed, tuple(prompt), sample)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+class _Rows:
+    """The rows being decoded: their KV cache, attention mask, next positions and last logits.
+    ``advance`` feeds one token per kept row, dropping the rows that ended."""
+
+    def __init__(self, model: Any, cache: Any, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor,
+                 device: torch.device, passes: int, tokens: int) -> None:
+        self.model, self.cache, self.mask, self.positions, self.logits = model, cache, mask, positions, logits
+        self.device, self.passes, self.tokens = device, passes, tokens
+
+    def advance(self, tokens: list[int], keep: list[int]) -> None:
+        if len(keep) < self.mask.shape[0]:
+            index = torch.tensor(keep)
+            self.cache.batch_select_indices(index.to(self.device))
+            self.mask, self.positions = self.mask[index], self.positions[index]
+        self.mask = torch.cat([self.mask, torch.ones((len(keep), 1), dtype=torch.long)], dim=-1)
+        out = self.model(input_ids=torch.tensor([[t] for t in tokens], device=self.device), attention_mask=self.mask.to(self.device),
+                         position_ids=self.positions[:, None].to(self.device), cache=self.cache, use_cache=True)
+        self.cache, self.logits = out.cache, out.logits[:, -1, :].float()
+        self.positions = self.positions + 1
+        self.passes, self.tokens = self.passes + 1, self.tokens + len(tokens)
 
 
 class IncrementalDecoder:
@@ -128,63 +176,158 @@ class IncrementalDecoder:
 
 
 class Generation(BatchedModel):
-    """``generate`` over one batched model."""
+    """``generate`` over one batched model, by its own KV-cached decoding loop.
+
+    Why not ``model.generate``: it prefills every row in full and decodes finished rows until
+    the last one ends. Here, within a batch of requests with the same settings,
+    - identical requests are samples of one prompt: the prompt is prefilled once and its cache
+      copied to each sample's row (EmoBench's five votes, code repair's programs);
+    - a token prefix shared by every prompt (a system prompt, few-shot demonstrations) is
+      prefilled once and broadcast, the rest of each prompt padded in the middle and placed at
+      the positions it would have alone;
+    - a row that has ended (EOS or a stop string) leaves the batch.
+    Batches are formed as before (same settings, longest first, under the token budget), and the
+    logits go through transformers' own processors (no-repeat n-grams, temperature, top-k,
+    top-p, in ``generate``'s order), so greedy text equals ``model.generate``'s. Sampling draws
+    each sample from its own generator, seeded by the run seed, the prompt's tokens and the
+    sample's index among identical requests: the same samples whatever the batch around them,
+    so a resumed run or another batch size draws them again.
+    """
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         prompts = [self.prompt_tokens(r) for r in requests]
         keys = [(r.max_new_tokens, r.until, r.temperature, r.top_p, r.top_k, r.no_repeat_ngram_size) for r in requests]
+        samples = sample_indices([(keys[i], tuple(prompts[i])) for i in range(len(requests))])
         order = sorted(range(len(requests)), key=lambda i: (keys[i], -len(prompts[i]), i))
         results: list[GenerateResult | None] = [None] * len(requests)
         with self.progress(len(requests), "generate") as bar:
             start = 0
             while start < len(order):
                 same = [i for i in order[start:] if keys[i] == keys[order[start]]]
-                for batch in self._batches([len(prompts[i]) + keys[i][0] for i in same]):
+                for batch in self._generation_batches([len(prompts[i]) + keys[i][0] for i in same]):
                     chosen = [same[b] for b in batch]
-                    for index, result in zip(chosen, self._generate_batch([prompts[i] for i in chosen], requests[chosen[0]]), strict=True):
+                    answers = self._decode([prompts[i] for i in chosen], [samples[i] for i in chosen], requests[chosen[0]])
+                    for index, result in zip(chosen, answers, strict=True):
                         results[index] = result
                     bar.update(len(chosen))
                 start += len(same)
         self.cost.model_calls += len(requests)
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts: list[list[int]], settings: GenerateRequest) -> list[GenerateResult]:
+    def _generation_batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        if self.device.type == "cuda":
+            return self._batches(lengths, CUDA_GENERATION_BUDGET)
+        return self._batches(lengths, CPU_GENERATION_BUDGET, CPU_GENERATION_ROWS)
+
+    def _decode(self, prompts: list[list[int]], samples: list[int], settings: GenerateRequest) -> list[GenerateResult]:
         limit = max(1, self.max_length - settings.max_new_tokens)
         prompts = [p[-limit:] for p in prompts]
-        input_ids, mask = self._left_pad(prompts)
-        width = input_ids.shape[1]
-        pad = self.tokenizer.pad_token_id
+        state = self._prefill(prompts, settings.max_new_tokens)
         sampling = settings.temperature > 0
-        if sampling:
-            # Seed from the run seed and the prompts, so a resumed run draws the same samples.
-            digest = hashlib.sha256(repr((self.seed, prompts)).encode()).digest()
-            torch.manual_seed(int.from_bytes(digest[:8], "little"))
-        kwargs = dict(
-            input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-            max_new_tokens=settings.max_new_tokens, do_sample=sampling, pad_token_id=pad,
-        )
-        if sampling:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-            if settings.top_k is not None:
-                kwargs["top_k"] = settings.top_k
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if settings.no_repeat_ngram_size:
-            kwargs["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
-        if settings.until:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopStrings(settings.until, width, len(prompts), self.tokenizer)])
-        output = self.model.generate(**kwargs)
-        new = output[:, width:]
-        self.cost.forward_passes += max(1, new.shape[1])
-        self.cost.tokens_processed += int(mask.sum())
+        processors = self._processors(settings)
+        generators = [seeded_generator(self.seed, prompt, sample) for prompt, sample in zip(prompts, samples, strict=True)] \
+            if sampling else []
+        eos = set(self.eos_ids())
+        stops = [s for s in settings.until if s]
+        lookback = max((len(self.tokenizer.encode(s, add_special_tokens=False)) for s in stops), default=0) + 2
+        generated: list[list[int]] = [[] for _ in prompts]
+        alive = list(range(len(prompts)))
+        steps = 0
+        while alive:
+            # The n-gram ban reads each row's whole sequence, left-padded as ``generate``'s is.
+            history = self._left_pad([prompts[r] + generated[r] for r in alive])[0].to(self.device) \
+                if settings.no_repeat_ngram_size else None
+            scores = state.logits
+            for processor in processors:
+                scores = processor(history, scores) if history is not None or not isinstance(processor, NoRepeatNGramLogitsProcessor) \
+                    else scores
+            if sampling:
+                probs = torch.softmax(scores, dim=-1)
+                chosen = [int(torch.multinomial(probs[k], 1, generator=generators[r])) for k, r in enumerate(alive)]
+            else:
+                chosen = scores.argmax(dim=-1).tolist()
+            steps += 1
+            keep = []
+            for k, (r, token) in enumerate(zip(alive, chosen, strict=True)):
+                generated[r].append(token)
+                if token in eos:
+                    continue
+                if stops and any(stop in self.tokenizer.decode(generated[r][-lookback:]) for stop in stops):
+                    continue
+                keep.append(k)
+            if steps >= settings.max_new_tokens or not keep:
+                break
+            state.advance([chosen[k] for k in keep], keep)
+            alive = [alive[k] for k in keep]
+        self.cost.forward_passes += state.passes
+        self.cost.tokens_processed += state.tokens
         results = []
-        for row in range(len(prompts)):
-            result = self.answer(new[row].tolist(), settings.until)
+        for tokens in generated:
+            result = self.answer(tokens, settings.until)
             self.cost.tokens_generated += result.n_tokens
-            self.cost.tokens_processed += result.n_tokens
             results.append(result)
         return results
+
+    def _processors(self, settings: GenerateRequest) -> list[Any]:
+        """``generate``'s logits processors for these settings, in its order."""
+        processors: list[Any] = []
+        if settings.no_repeat_ngram_size:
+            processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+        if settings.temperature > 0:
+            top_k = settings.top_k if settings.top_k is not None else self.model.generation_config.top_k
+            if settings.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(settings.temperature))
+            if top_k:
+                processors.append(TopKLogitsWarper(top_k))
+            if settings.top_p < 1.0:
+                processors.append(TopPLogitsWarper(settings.top_p))
+        return processors
+
+    def _prefill(self, prompts: list[list[int]], max_new_tokens: int) -> _Rows:
+        """The prompts' KV cache, one row per prompt: each distinct prompt run once, a prefix
+        they all share run once before them when it is long enough and safe to share."""
+        distinct: dict[tuple[int, ...], int] = {}
+        row_of = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        unique = [list(p) for p in distinct]
+        shared = self._shared_prefix(unique, max_new_tokens)
+        passes = tokens = 0
+        cache = None
+        if shared:
+            out = self.model(input_ids=torch.tensor([unique[0][:shared]], device=self.device), use_cache=True, logits_to_keep=1)
+            cache, passes, tokens = out.cache, 1, shared
+            cache.batch_repeat_interleave(len(unique))
+        block, block_mask = self._left_pad([u[shared:] for u in unique])
+        mask = torch.cat([torch.ones((len(unique), shared), dtype=torch.long), block_mask], dim=-1)
+        positions = shared + (block_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=block.to(self.device), attention_mask=mask.to(self.device), position_ids=positions.to(self.device),
+                         cache=cache, use_cache=True, logits_to_keep=1)
+        passes, tokens = passes + 1, tokens + int(block_mask.sum())
+        cache = out.cache
+        logits = out.logits[:, -1, :].float()
+        if row_of != list(range(len(unique))):
+            index = torch.tensor(row_of, device=self.device)
+            cache.batch_select_indices(index)
+            logits, mask = logits[index], mask[index.cpu()]
+        self.cost.count("prefill_tokens_shared", sum(len(p) for p in prompts) - tokens)
+        return _Rows(self.model, cache, mask, torch.tensor([len(p) for p in prompts]), logits, self.device, passes, tokens)
+
+    def _shared_prefix(self, unique: list[list[int]], max_new_tokens: int) -> int:
+        """How many leading tokens every distinct prompt shares, to prefill once; 0 when too
+        few to matter, or when the model cannot take a mask with a hole in it (an attention
+        kernel without custom masks) or would see the hole inside its sliding window's reach
+        past the window (positions there count keys, not tokens)."""
+        if len(unique) < 2 or not self.pack_continuations:
+            return 0
+        shortest = min(len(u) for u in unique)
+        shared = 0
+        while shared < shortest - 1 and all(u[shared] == unique[0][shared] for u in unique):
+            shared += 1
+        if shared < MIN_SHARED_PREFIX:
+            return 0
+        if self.sliding_window and max(len(u) for u in unique) + max_new_tokens > self.sliding_window:
+            return 0
+        return shared
 
     def answer(self, tokens: list[int], until: Sequence[str] = ()) -> GenerateResult:
         """Generated tokens as an answer (``cut_answer``)."""

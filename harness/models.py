@@ -102,7 +102,9 @@ class LoadedModel:
 
     @property
     def has_chat_template(self) -> bool:
-        return self.identity.chat_template_sha256 is not None
+        if self.remote:  # its server applies the template
+            return self.identity.chat_template_sha256 is not None
+        return bool(getattr(self.tokenizer, "chat_template", None))
 
     @property
     def remote(self) -> bool:

@@ -30,6 +30,9 @@ class EvalSettings:
     show_progress: bool = False  # a task's own long phases (a chunk of games) show a progress bar
 
 
+SEEDED_SAMPLES = "+per-sample-seeds"
+
+
 class Task(ABC):
     """A benchmark. Subclasses set ``requires``, ``Config`` and implement the hooks below."""
 
@@ -42,6 +45,15 @@ class Task(ABC):
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
+        if self.draws_samples():
+            # Sampled generations are drawn from one seeded generator per sample (harness.decoding,
+            # since issue 21), not per batch as before: other numbers than the same configuration
+            # gave earlier, so another version. Greedy and scored configurations keep their ids.
+            self.version = f"{type(self).version}{SEEDED_SAMPLES}"  # type: ignore[misc]
+
+    def draws_samples(self) -> bool:
+        """Whether this configuration asks for sampled generations (a temperature above 0)."""
+        return False
 
     @classmethod
     def summary(cls) -> str:

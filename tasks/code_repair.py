@@ -175,6 +175,9 @@ class CodeRepair(Task):
     def language(self) -> Language:
         return LANGUAGES[self.config.language]
 
+    def draws_samples(self) -> bool:
+        return self.config.temperature > 0
+
     def load_docs(self, data: DataStore) -> list[Doc]:
         language = self.language
         if not language.available():

@@ -157,6 +157,9 @@ class EmoBench(Task):
 
     # --- data ---------------------------------------------------------------------------------
 
+    def draws_samples(self) -> bool:
+        return self.config.mode == "generate" and self.config.setting("temperature") > 0
+
     def load_docs(self, data: DataStore) -> list[Doc]:
         config, code = self.config, self.config.code
         if config.protocol == "2025":

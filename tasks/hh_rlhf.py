@@ -151,6 +151,9 @@ class HHRLHF(Task):
     def auxiliary_models(self) -> dict[str, str]:
         return {"evaluation_reward_model": self.config.reward_model}
 
+    def draws_samples(self) -> bool:
+        return self.config.temperature > 0
+
     def load_docs(self, data: DataStore) -> list[Doc]:
         subsets = ("helpful", "harmless") if self.config.subset == "both" else (self.config.subset,)
         docs = []

@@ -169,6 +169,9 @@ class UBench(Task):
         self.requires = frozenset({capability})
         self.chat_by_default = self.config.mode == "generate"
 
+    def draws_samples(self) -> bool:
+        return self.config.mode == "generate" and self.config.temperature > 0
+
     def load_docs(self, data: DataStore) -> list[Doc]:
         items = build_items(data, self.config.item_seed, self.config.scale)
         self._counts = source_counts(items)
