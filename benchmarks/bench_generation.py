@@ -88,6 +88,8 @@ def main() -> None:
     backends = {size: HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=size) for size in lm_eval_sizes}
     print(f"model {args.model}, {torch.get_num_threads()} torch threads; tokens/s counts new tokens (re-encoded texts)")
     for name, requests in workloads(args).items():
+        if not requests:
+            continue
         began = time.perf_counter()
         ours = [r.text for r in method.generate(requests)]
         ours_s = time.perf_counter() - began
