@@ -205,3 +205,14 @@ def dispatch_groups(method: Any, groups: Sequence[Sequence[Request]]) -> list[li
         out.append(answers[start : start + len(group)])
         start += len(group)
     return out
+
+
+def sample_indices(keys: Sequence[Any]) -> list[int]:
+    """Each request's index among the identical requests (equal ``keys``) before it in one call:
+    sample 0, 1, ... of one prompt, whatever else the call holds."""
+    seen: dict[Any, int] = {}
+    out = []
+    for key in keys:
+        out.append(seen.get(key, 0))
+        seen[key] = out[-1] + 1
+    return out

@@ -24,7 +24,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from harness.api import GenerateRequest, GenerateResult
+from harness.api import GenerateRequest, GenerateResult, sample_indices
 from harness.batching import CPU_GENERATION_BUDGET, CPU_GENERATION_ROWS, CPU_PREFILL_TOKENS, CUDA_GENERATION_BUDGET, BatchedModel
 from harness.method import Cost
 from harness.models import LoadedModel
@@ -79,17 +79,6 @@ class StopStrings(StoppingCriteria):
 
 
 MIN_SHARED_PREFIX = 16  # shorter shared prefixes are prefilled with each row (a broadcast costs more than it saves)
-
-
-def sample_indices(keys: Sequence[Any]) -> list[int]:
-    """Each request's index among the identical requests before it in one call: sample 0, 1, ...
-    of one prompt."""
-    seen: dict[Any, int] = {}
-    out = []
-    for key in keys:
-        out.append(seen.get(key, 0))
-        seen[key] = out[-1] + 1
-    return out
 
 
 def seeded_generator(seed: int, prompt: Sequence[int], sample: int) -> torch.Generator:
@@ -292,7 +281,7 @@ class Generation(BatchedModel):
         unique = [list(p) for p in distinct]
         shared = self._shared_prefix(unique, max_new_tokens)
         passes = tokens = 0
-        cache = None
+        cache: Any = None
         if shared:
             out = self.model(input_ids=torch.tensor([unique[0][:shared]], device=self.device), use_cache=True, logits_to_keep=1)
             cache, passes, tokens = out.cache, 1, shared
@@ -300,7 +289,7 @@ class Generation(BatchedModel):
         block, block_mask = self._left_pad([u[shared:] for u in unique])
         mask = torch.cat([torch.ones((len(unique), shared), dtype=torch.long), block_mask], dim=-1)
         positions = shared + (block_mask.cumsum(-1) - 1).clamp(min=0)
-        # In column slices of about ``prefill_tokens`` tokens: one long pass over many rows runs
+        # In column slices of about CPU_PREFILL_TOKENS tokens: one long pass over many rows runs
         # slower per token on a CPU than several shorter ones over the same cache.
         step = block.shape[1] if self.device.type == "cuda" else max(1, CPU_PREFILL_TOKENS // len(unique))
         for start in range(0, block.shape[1], step):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness import progress
-from harness.api import ChatMessage, GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult
+from harness.api import ChatMessage, GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult, sample_indices
 from harness.errors import ArgumentError, HarnessError, IncompatibleError, ModelLoadError, first_line
 from harness.identity import DEFAULT_MAX_LENGTH, ModelIdentity
 from harness.method import Cost
@@ -286,7 +286,7 @@ class RemoteLM:
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         bodies = [self.generate_body(r) for r in requests]
-        samples = _sample_indices([(endpoint, json.dumps(body, sort_keys=True)) for endpoint, body in bodies])
+        samples = sample_indices([(endpoint, json.dumps(body, sort_keys=True)) for endpoint, body in bodies])
         for (_, body), sample in zip(bodies, samples, strict=True):
             if body["temperature"] > 0:  # servers that take a seed draw each sample from its own
                 body["seed"] = int.from_bytes(hashlib.sha256(repr((self.seed, sample)).encode()).digest()[:4], "little") >> 1
@@ -353,16 +353,6 @@ def _message(message: ChatMessage) -> dict[str, str]:
     if message.images:
         raise IncompatibleError("messages with images are not sent to remote models")
     return {"role": message.role, "content": message.content}
-
-
-def _sample_indices(keys: Sequence[Any]) -> list[int]:
-    """Each request's index among the identical requests before it in one call."""
-    seen: dict[Any, int] = {}
-    out = []
-    for key in keys:
-        out.append(seen.get(key, 0))
-        seen[key] = out[-1] + 1
-    return out
 
 
 def _cut(text: str, until: Sequence[str]) -> tuple[str, bool]:
