@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="task argument; a key given several times is swept over its values")
     sweep.add_argument("--method-arg", action="append", default=[], metavar="[METHOD:]K=V",
                        help="method argument; a key given several times is swept over its values")
+    sweep.add_argument("--model-arg", action="append", default=[], metavar="K=V",
+                       help="model loading option given to every model (repeatable; harness run --help lists them)")
     sweep.add_argument("--limit", type=_positive_int, default=None, help="seeded subset of N documents per cell")
     sweep.add_argument("--batch-size", type=_batch_size, default="auto")
     sweep.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -233,7 +235,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness import sweep
     from harness.zoo import DEFAULT_MODEL
 
-    if args.grid is not None and (args.task or args.method or args.model or args.seed or args.task_arg or args.method_arg):
+    if args.grid is not None and (args.task or args.method or args.model or args.seed or args.task_arg or args.method_arg
+                                  or args.model_arg):
         raise ArgumentError("give a grid file or --task/--method/--model flags, not both")
     if args.grid is None and not args.task:
         raise ArgumentError("a sweep needs a grid file or at least one --task")
@@ -241,7 +244,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         grid = sweep.grid_from_yaml(args.grid)
     else:
         grid = sweep.grid_from_cli(args.task, args.method, args.model or [DEFAULT_MODEL], args.seed, args.task_arg,
-                                   args.method_arg, args.limit, args.batch_size, args.device)
+                                   args.method_arg, args.limit, args.batch_size, args.device, args.model_arg)
     planned, skipped = sweep.plan(sweep.cells_of(grid, _runs_dir(args.output_dir), args.data_dir))
     for reason in skipped:
         print(f"sweep: skipped incompatible cells: {reason}", file=sys.stderr)

@@ -228,9 +228,8 @@ class Generation(BatchedModel):
             history = self._left_pad([prompts[r] + generated[r] for r in alive])[0].to(self.device) \
                 if settings.no_repeat_ngram_size else None
             scores = state.logits
-            for processor in processors:
-                scores = processor(history, scores) if history is not None or not isinstance(processor, NoRepeatNGramLogitsProcessor) \
-                    else scores
+            for processor in processors:  # only the n-gram ban reads the history (None without one)
+                scores = processor(history, scores)
             if sampling:
                 probs = torch.softmax(scores, dim=-1)
                 chosen = [int(torch.multinomial(probs[k], 1, generator=generators[r])) for k, r in enumerate(alive)]

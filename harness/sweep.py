@@ -63,6 +63,7 @@ class Grid:
     limit: int | None = None
     batch_size: int | Literal["auto"] = "auto"
     device: str = "auto"
+    model_args: dict[str, Any] = field(default_factory=dict)  # loading options given to every model (--model-arg)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def grid_from_yaml(path: Path) -> Grid:
         raise ArgumentError(f"cannot read grid {path}: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise ArgumentError(f"grid {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    known = {"tasks", "methods", "models", "seeds", "limit", "batch_size", "device"}
+    known = {"tasks", "methods", "models", "seeds", "limit", "batch_size", "device", "model_args"}
     if not isinstance(raw, dict) or "tasks" not in raw or set(raw) - known:
         raise ArgumentError(f"grid {path}: a mapping with 'tasks' and any of {', '.join(sorted(known - {'tasks'}))}")
     from harness.zoo import DEFAULT_MODEL
@@ -112,7 +113,16 @@ def grid_from_yaml(path: Path) -> Grid:
         models=tuple(str(m) for m in _list(raw.get("models") or [DEFAULT_MODEL])),
         seeds=tuple(int(s) for s in _list(raw.get("seeds") if raw.get("seeds") is not None else [0])),
         limit=raw.get("limit"), batch_size=raw.get("batch_size", "auto"), device=str(raw.get("device", "auto")),
+        model_args=_model_args(raw.get("model_args"), path),
     )
+
+
+def _model_args(raw: Any, path: Path) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ArgumentError(f"grid {path}: model_args maps loading options to values (e.g. {{max_concurrency: 4}})")
+    return {str(k): v for k, v in raw.items()}
 
 
 def _list(value: Any) -> list[Any]:
@@ -121,11 +131,15 @@ def _list(value: Any) -> list[Any]:
 
 def grid_from_cli(tasks: Sequence[str], methods: Sequence[str], models: Sequence[str], seeds: Sequence[int],
                   task_args: Sequence[str], method_args: Sequence[str], limit: int | None,
-                  batch_size: int | Literal["auto"], device: str) -> Grid:
-    """Repeated ``--task-arg k=v`` with one key sweeps its values; ``NAME:k=v`` applies to NAME alone."""
+                  batch_size: int | Literal["auto"], device: str, model_args: Sequence[str] = ()) -> Grid:
+    """Repeated ``--task-arg k=v`` with one key sweeps its values; ``NAME:k=v`` applies to NAME
+    alone. ``--model-arg k=v`` goes to every model, unswept."""
+    from harness.config import parse_pairs
+
     return Grid(tasks=tuple(_cli_axis(t, task_args, "--task-arg") for t in tasks),
                 methods=tuple(_cli_axis(m, method_args, "--method-arg") for m in methods or ["base"]),
-                models=tuple(models), seeds=tuple(seeds or [0]), limit=limit, batch_size=batch_size, device=device)
+                models=tuple(models), seeds=tuple(seeds or [0]), limit=limit, batch_size=batch_size, device=device,
+                model_args=parse_pairs(model_args, "--model-arg"))
 
 
 def _cli_axis(name: str, pairs: Sequence[str], flag: str) -> Axis:
@@ -153,7 +167,8 @@ def cells_of(grid: Grid, output_dir: Path, data_dir: str | None) -> list[Any]:
                 for method in grid.methods:
                     for method_args in method.expand():
                         for seed in grid.seeds:
-                            cells.append(RunRequest(task=task.name, method=method.name, model=model, task_args=task_args,
+                            cells.append(RunRequest(task=task.name, method=method.name, model=model, model_args=grid.model_args,
+                                                    task_args=task_args,
                                                     method_args=method_args, seed=seed, limit=grid.limit,
                                                     batch_size=grid.batch_size, device=grid.device, output_dir=output_dir,
                                                     data_dir=data_dir, show_progress=False))
@@ -212,7 +227,7 @@ def _seconds_per_doc(store: Any, request: Any) -> float | None:
 def command_of(request: Any) -> str:
     """The ``harness run`` command that runs one cell alone."""
     words = ["harness", "run", "--task", request.task, "--method", request.method, "--model", request.model]
-    for flag, args in (("--task-arg", request.task_args), ("--method-arg", request.method_args)):
+    for flag, args in (("--model-arg", request.model_args), ("--task-arg", request.task_args), ("--method-arg", request.method_args)):
         words += [word for key, value in sorted(args.items()) for word in (flag, f"{key}={cli_value(value)}")]
     if request.seed:
         words += ["--seed", str(request.seed)]

@@ -231,6 +231,12 @@ def test_model_args_loading_options(tiny, runs_dir, capsys):
     base = dict(task="pubmedqa", model="tiny-random-llama", limit=2, output_dir=runs_dir)
     assert prepare(RunRequest(**base)).spec.run_id != prepare(RunRequest(**base, model_args={"attn_implementation": "eager"})).spec.run_id
     assert prepare(RunRequest(**base, model_args={"device_map": "auto"})).spec.run_id == prepare(RunRequest(**base)).spec.run_id
+    from harness import sweep
+
+    grid = sweep.grid_from_cli(["pubmedqa"], [], ["tiny-random-llama"], [], [], [], 2, "auto", "auto", ["attn_implementation=eager"])
+    cell = sweep.cells_of(grid, runs_dir, None)[0]
+    assert "--model-arg attn_implementation=eager" in sweep.command_of(cell)
+    assert prepare(cell).spec.run_id == prepare(RunRequest(**base, model_args={"attn_implementation": "eager"})).spec.run_id
 
     # A split: a memory budget that holds the embeddings and the head, the layers offloaded to disk.
     split = {"device_map": "auto", "max_memory": "cpu:250000", "offload_folder": str(runs_dir.parent / "offload")}
