@@ -216,3 +216,13 @@ def sample_indices(keys: Sequence[Any]) -> list[int]:
         out.append(seen.get(key, 0))
         seen[key] = out[-1] + 1
     return out
+
+
+def cut_at_stops(text: str, until: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to its first stop string, and whether one was there."""
+    stopped = False
+    for stop in until:
+        cut = text.find(stop)
+        if cut != -1:
+            text, stopped = text[:cut], True
+    return text, stopped

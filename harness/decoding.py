@@ -24,7 +24,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from harness.api import GenerateRequest, GenerateResult, sample_indices
+from harness.api import GenerateRequest, GenerateResult, cut_at_stops, sample_indices
 from harness.batching import CPU_GENERATION_BUDGET, CPU_GENERATION_ROWS, CPU_PREFILL_TOKENS, CUDA_GENERATION_BUDGET, BatchedModel
 from harness.method import Cost
 from harness.models import LoadedModel
@@ -45,12 +45,8 @@ def cut_answer(loaded: LoadedModel, tokens: list[int], until: Sequence[str] = ()
         if token in eos:
             tokens, finish = tokens[:position], "stop"
             break
-    text = loaded.tokenizer.decode(tokens, skip_special_tokens=True)
-    for stop in until:
-        cut = text.find(stop)
-        if cut != -1:
-            text, finish = text[:cut], "stop"
-    return GenerateResult(text, len(tokens), finish)
+    text, stopped = cut_at_stops(loaded.tokenizer.decode(tokens, skip_special_tokens=True), until)
+    return GenerateResult(text, len(tokens), "stop" if stopped else finish)
 
 
 class StopStrings(StoppingCriteria):

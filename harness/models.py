@@ -129,12 +129,12 @@ def resolve(name: str, dtype: str = "float32", model_args: Mapping[str, Any] | N
 
     if is_remote(name):
         options = build(RemoteOptions, model_args or {}, f"remote model '{name}' (--model-arg)")
-        card = endpoint(name, options).models_card()
-        from harness.remote import RemoteAddress
-
-        return ResolvedModel(remote_identity(name, RemoteAddress.parse(name), card), Path(), options)
+        remote = endpoint(name, options)
+        return ResolvedModel(remote_identity(name, remote.address, remote.models_card()), Path(), options)
     load_options = build(LoadOptions, model_args or {}, f"model '{name}' (--model-arg)")
     resolved = _resolve_local(name, dtype, load_options)
+    if load_options.revision and not resolved.identity.source.startswith("hf:"):
+        raise ArgumentError(f"--model-arg revision= pins a Hugging Face hub model; '{name}' is not one")
     if load_options.identity_options():
         resolved = dataclasses.replace(resolved, identity=dataclasses.replace(resolved.identity, load_options=load_options.identity_options()))
     return dataclasses.replace(resolved, options=load_options)
@@ -142,9 +142,6 @@ def resolve(name: str, dtype: str = "float32", model_args: Mapping[str, Any] | N
 
 def _resolve_local(name: str, dtype: str, options: LoadOptions) -> ResolvedModel:
     entries = zoo()
-    from_hub = (entries[name].kind == "hf") if name in entries else not Path(name).expanduser().exists() and "/" in name
-    if options.revision and not from_hub:
-        raise ArgumentError(f"--model-arg revision= pins a Hugging Face hub model; '{name}' is not one")
     if name in entries:
         entry = entries[name]
         if entry.kind == "gguf":
@@ -242,6 +239,7 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
 
     if isinstance(resolved.options, RemoteOptions):
         return LoadedModel(model=remote_endpoint(resolved), tokenizer=None, identity=resolved.identity, device=torch.device("cpu"))
+    options = resolved.options
     from transformers import (
         AutoModelForCausalLM,
         AutoModelForImageTextToText,
@@ -263,7 +261,7 @@ def load(resolved: ResolvedModel, device: str = "cpu") -> LoadedModel:
                 tokenizer = AutoTokenizer.from_pretrained(resolved.path)
             bar.update(1)
             model = auto_model.from_pretrained(resolved.path, dtype=getattr(torch, identity.dtype),
-                                               **hf_loading_kwargs(resolved.options, device))
+                                               **hf_loading_kwargs(options, device))
             if getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False):
                 model.to(device)  # type: ignore[arg-type]  # transformers types .to() too narrowly
             model.eval()
@@ -281,10 +279,8 @@ def remote_endpoint(resolved: ResolvedModel) -> Any:
     return endpoint(resolved.identity.name, resolved.options)
 
 
-def hf_loading_kwargs(options: LoadOptions | RemoteOptions, device: str) -> dict[str, Any]:
+def hf_loading_kwargs(options: LoadOptions, device: str) -> dict[str, Any]:
     """``from_pretrained`` keyword arguments for the loading options."""
-    if not isinstance(options, LoadOptions):
-        return {}
     kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
     if options.attn_implementation:
         kwargs["attn_implementation"] = options.attn_implementation

@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness import progress
-from harness.api import ChatMessage, GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult, sample_indices
+from harness.api import ChatMessage, GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult, cut_at_stops, sample_indices
 from harness.errors import ArgumentError, HarnessError, IncompatibleError, ModelLoadError, first_line
 from harness.identity import DEFAULT_MAX_LENGTH, ModelIdentity
 from harness.method import Cost
+from harness.spec import canonical_json
 from harness.zoo import cache_dir
 
 OPENAI_PREFIX = "openai:"
@@ -104,7 +105,7 @@ class RequestCache:
 
     @staticmethod
     def key(request: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return hashlib.sha256(canonical_json(request).encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -143,6 +144,7 @@ class RemoteEndpoint:
                                     max_retries=options.max_retries, http_client=http)
         self.cache = cache or RequestCache(options.request_cache)
         self._echo: bool | None = None
+        self._card: dict[str, Any] | None = None
 
     def call(self, endpoint: str, body: dict[str, Any], sample: int = 0) -> tuple[dict[str, Any], bool]:
         """The response to one request (``endpoint`` ``chat`` or ``completions``), from the cache
@@ -162,7 +164,13 @@ class RemoteEndpoint:
         return response, False
 
     def models_card(self) -> dict[str, Any]:
-        """What the server says about this model (``/v1/models``), without fields that change per call."""
+        """What the server says about this model (``/v1/models``), without fields that change per
+        call; asked once per process (a run resolves its model, its judge and its protocol's judge)."""
+        if self._card is None:
+            self._card = self._ask_card()
+        return self._card
+
+    def _ask_card(self) -> dict[str, Any]:
         try:
             listed = self.client.with_options(max_retries=1).models.list().model_dump(mode="json").get("data", [])
         except Exception as error:
@@ -201,7 +209,7 @@ def remote_identity(name: str, address: RemoteAddress, card: dict[str, Any]) -> 
     """Base URL, model name and the server's card make the identity (its hash stands where a
     local model's weights sha256 stands), so another server or another served model is another run."""
     described = {"base_url": address.base_url, "model": address.model, "server_card": card}
-    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(canonical_json(described).encode()).hexdigest()
     meta: dict[str, Any] = card["meta"] if isinstance(card.get("meta"), dict) else {}
     max_length = card.get("max_model_len") or meta.get("n_ctx_train") or DEFAULT_MAX_LENGTH
     return ModelIdentity(
@@ -286,7 +294,7 @@ class RemoteLM:
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         bodies = [self.generate_body(r) for r in requests]
-        samples = sample_indices([(endpoint, json.dumps(body, sort_keys=True)) for endpoint, body in bodies])
+        samples = sample_indices([(endpoint, canonical_json(body)) for endpoint, body in bodies])
         for (_, body), sample in zip(bodies, samples, strict=True):
             if body["temperature"] > 0:  # servers that take a seed draw each sample from its own
                 body["seed"] = int.from_bytes(hashlib.sha256(repr((self.seed, sample)).encode()).digest()[:4], "little") >> 1
@@ -297,7 +305,7 @@ class RemoteLM:
             self._account(response, cached)
             choice = response["choices"][0]
             text = (choice.get("message") or {}).get("content") if endpoint == "chat" else choice.get("text")
-            text, stopped = _cut(text or "", requests[i].until)
+            text, stopped = cut_at_stops(text or "", requests[i].until)  # the server saw at most four
             reason: Literal["stop", "length"] = "stop" if stopped or choice.get("finish_reason") != "length" else "length"
             _, completion_tokens = _usage(response)
             return GenerateResult(text=text, n_tokens=completion_tokens, finish_reason=reason,
@@ -353,12 +361,6 @@ def _message(message: ChatMessage) -> dict[str, str]:
     if message.images:
         raise IncompatibleError("messages with images are not sent to remote models")
     return {"role": message.role, "content": message.content}
-
-
-def _cut(text: str, until: Sequence[str]) -> tuple[str, bool]:
-    """The text up to its first stop string (the server saw at most four of them)."""
-    cuts = [text.find(stop) for stop in until if stop and stop in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 _ENDPOINTS: dict[tuple[RemoteAddress, RemoteOptions], RemoteEndpoint] = {}

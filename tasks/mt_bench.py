@@ -106,37 +106,34 @@ class MTBench(Task):
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
         requests = [GenerateRequest(d.data["question"], self.config.max_new_tokens, (), 0.0, chat=settings.chat) for d in docs]
         answers = dispatch(method, requests)
-        questions, texts = [d.data["question"] for d in docs], [a.text for a in answers]
-        if is_remote(self.config.judge):
-            judgments = self._judge_judgments(questions, texts, method)
-            ratings: list[tuple[float | None, float | None]] = [(r, r) for r in map(parse_rating, judgments)]
-        else:
-            ratings = list(self._judge_ratings(questions, texts, method))
+        grade = self._judge_by_judgment if is_remote(self.config.judge) else self._judge_by_likelihood
+        judge = self._judge(method.loaded)
+        judge.cost = Cost()  # this call's spending, counted into the run's cost as the judge's
+        judged = grade(judge, [d.data["question"] for d in docs], [a.text for a in answers])
+        method.cost.add_as("judge", judge.cost)
         records = []
-        for i, (doc, answer, (expected, argmax)) in enumerate(zip(docs, answers, ratings, strict=True)):
+        for doc, answer, grading in zip(docs, answers, judged, strict=True):
             lowered = answer.text.lower()
-            record = {
+            records.append({
                 "doc_id": doc.id, "category": doc.data["category"], "response": answer.text, "n_tokens": answer.n_tokens,
-                "rating": expected, "rating_argmax": argmax, "keyword": int(any(k in lowered for k in KEYWORDS.values())),
-                "replaced": answer.info.get("replaced"), "checked": answer.info.get("checked"),
-            }
-            if is_remote(self.config.judge):
-                record |= {"judgment": judgments[i], "judge_unparsed": int(expected is None)}
-            records.append(record)
+                "keyword": int(any(k in lowered for k in KEYWORDS.values())),
+                "replaced": answer.info.get("replaced"), "checked": answer.info.get("checked"), **grading,
+            })
         return records
 
-    def _judge_judgments(self, questions: Sequence[str], answers: Sequence[str], method: Method) -> list[str]:
-        """MT-Bench's own grading by a judge behind an API: the judgment written out, greedily."""
-        judge = self._judge(method.loaded)
-        judge.cost = Cost()
+    def _judge_by_judgment(self, judge: Any, questions: Sequence[str], answers: Sequence[str]) -> list[dict[str, Any]]:
+        """MT-Bench's own grading by a judge behind an API: the judgment written out, greedily,
+        and its rating read by FastChat's patterns."""
         template = self._judge_prompt
         requests = [GenerateRequest((ChatMessage("system", template["system_prompt"]),
                                      ChatMessage("user", template["prompt_template"].format(question=q, answer=a))),
                                     JUDGMENT_MAX_TOKENS, (), 0.0)
                     for q, a in zip(questions, answers, strict=True)]
-        judgments = [r.text for r in judge.generate(requests)]
-        method.cost.add_as("judge", judge.cost)
-        return judgments
+        out = []
+        for judgment in (r.text for r in judge.generate(requests)):
+            rating = parse_rating(judgment)
+            out.append({"rating": rating, "rating_argmax": rating, "judgment": judgment, "judge_unparsed": int(rating is None)})
+        return out
 
     def _judge(self, run_model: LoadedModel):
         """The judge, loaded once, like the run's model (device, dtype); its cost counted apart."""
@@ -146,9 +143,8 @@ class MTBench(Task):
             self._judge_lm = auxiliary_lm(self.config.judge, like=run_model)
         return self._judge_lm
 
-    def _judge_ratings(self, questions: Sequence[str], answers: Sequence[str], method: Method) -> list[tuple[float | None, float | None]]:
-        judge = self._judge(method.loaded)
-        judge.cost = Cost()  # this call's spending, counted into the run's cost as the judge's
+    def _judge_by_likelihood(self, judge: Any, questions: Sequence[str], answers: Sequence[str]) -> list[dict[str, Any]]:
+        """A local judge's expected rating from the loglikelihood of each rating after "Rating: [[", and its argmax."""
         template = self._judge_prompt
         requests = []
         for question, answer in zip(questions, answers, strict=True):
@@ -159,13 +155,12 @@ class MTBench(Task):
                 context = f"{template['system_prompt']}\n\n{user}\n\n"
             requests += [LoglikelihoodRequest(context + "Rating: [[", f"{r}]]") for r in RATINGS]
         scores = [r.logprob for r in judge.loglikelihood(requests)]
-        method.cost.add_as("judge", judge.cost)
         out = []
         for i in range(len(questions)):
             logprobs = np.array(scores[i * len(RATINGS) : (i + 1) * len(RATINGS)])
             weights = np.exp(logprobs - logprobs.max())
             weights /= weights.sum()
-            out.append((float(np.dot(weights, RATINGS)), int(RATINGS[int(np.argmax(logprobs))])))
+            out.append({"rating": float(np.dot(weights, RATINGS)), "rating_argmax": int(RATINGS[int(np.argmax(logprobs))])})
         return out
 
     def aggregate(self, records, seed: int):

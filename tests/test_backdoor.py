@@ -156,8 +156,8 @@ def test_mt_bench_judge_rating_is_the_expectation_over_one_to_ten(mirror, monkey
 
     stub = SimpleNamespace(loglikelihood=loglikelihood, loaded=SimpleNamespace(has_chat_template=False), cost=Cost())
     monkeypatch.setattr(task, "_judge_lm", stub)
-    method = SimpleNamespace(loaded=None, cost=Cost())
-    ((expected, argmax),) = task._judge_ratings(["What is 2+2?"], ["4"], method)
+    (grading,) = task._judge_by_likelihood(stub, ["What is 2+2?"], ["4"])
+    expected, argmax = grading["rating"], grading["rating_argmax"]
     weight_9 = 1 / (1 + torch.e ** -1)
     assert argmax == 9 and expected == pytest.approx(9 * weight_9 + 8 * (1 - weight_9), abs=1e-6)
     assert [r.continuation for r in seen] == [f"{r}]]" for r in range(1, 11)]
