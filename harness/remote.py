@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from harness import progress
@@ -338,7 +339,9 @@ class RemoteLM:
     def describe(self) -> dict[str, Any]:
         address, options = self.endpoint.address, self.endpoint.options
         return {"base_url": address.base_url, "model": address.model, "max_concurrency": options.max_concurrency,
-                "timeout_s": options.timeout, "max_retries": options.max_retries, "request_cache": self.endpoint.cache.path}
+                "timeout_s": options.timeout, "max_retries": options.max_retries,
+                # the file's name only: a run records no path of the machine that made it
+                "request_cache": Path(self.endpoint.cache.path).name}
 
 
 def continuation_logprob(logprobs: dict[str, Any], boundary: int, end: int) -> LoglikelihoodResult:

@@ -240,8 +240,10 @@ def reproduce_argv(spec: RunSpec, devices: list[str]) -> list[str]:
     if spec.selection.get("limit") is not None:
         argv += ["--limit", str(spec.selection["limit"])]
     device = "cuda" if any(d.startswith("cuda") for d in devices) else "cpu"
-    if spec.model.get("dtype") and spec.model["dtype"] != models.resolve_dtype("auto", device):
-        argv += ["--dtype", spec.model["dtype"]]
+    if spec.model.get("kind") != "api" and spec.model.get("dtype") and spec.model["dtype"] != models.resolve_dtype("auto", device):
+        argv += ["--dtype", spec.model["dtype"]]  # a model behind an API has no dtype to choose
+    for key, value in sorted((spec.model.get("load_options") or {}).items()):
+        argv += ["--model-arg", f"{key}={cli_value(value)}"]  # options in the identity make the run id
     has_template = spec.model.get("chat_template_sha256") is not None
     try:
         by_default = make_task(spec.task["name"], spec.task["config"]).chat_by_default

@@ -279,3 +279,23 @@ def test_run_against_serve_reproduces_a_local_pubmedqa_run(smollm2, runs_dir):
     spec = json.loads((remote.path / "spec.json").read_text())
     assert spec["model"]["kind"] == "api" and spec["model"]["architecture"].startswith("base:smollm2-135m-instruct@")
     assert remote.results["cost"]["api_requests"] == 60
+
+
+def test_publish_reproduce_command_carries_model_args_and_no_api_dtype(runs_dir):
+    """The published 'command' gives the run id again: identity loading options become --model-arg;
+    a model behind an API gets no --dtype (it has none to choose)."""
+    import dataclasses
+
+    from harness.cli import build_parser
+    from harness.config import parse_pairs
+    from harness.runner import RunRequest, prepare
+    from reports.publish import reproduce_argv
+
+    spec = prepare(RunRequest(task="pubmedqa", model="tiny-random-llama", limit=2, output_dir=runs_dir,
+                              model_args={"attn_implementation": "eager"})).spec
+    args = build_parser().parse_args(reproduce_argv(spec, ["cpu"])[1:])
+    again = RunRequest(task=args.task, model=args.model, model_args=parse_pairs(args.model_arg, "--model-arg"), limit=args.limit,
+                       dtype=args.dtype, output_dir=runs_dir)
+    assert prepare(again).spec.run_id == spec.run_id
+    remote = dataclasses.replace(spec, model=spec.model | {"kind": "api", "dtype": "remote"})
+    assert "--dtype" not in reproduce_argv(remote, ["cpu"])
