@@ -6,7 +6,9 @@ same or better reward; the goal here is at least 3x fewer policy + RM tokens.
     python benchmarks/bench_cards.py --reward-model NAME [--model smollm2-135m-instruct] [--prompts 10]
         [--max-new-tokens 128] [--n 5] [--device cpu]
 
-Best-of-N runs twice: as the official code (every sample decodes ``max_new_tokens`` tokens) and
+With ``--batched``, Best-of-N also runs with its samples as one batch (``batched=true``), and
+the script prints the time ratio of sequential to batched sampling. Best-of-N runs twice: as
+the official code (every sample decodes ``max_new_tokens`` tokens) and
 stopping at EOS (``eos_stop``), since CARDS stops at EOS by default; each ratio is CARDS over
 that Best-of-N. Both methods load the policy and reward model once (shared), and the prompts
 are the hh-rlhf task's seeded order.
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--n", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batched", action="store_true", help="also Best-of-N with batched=true (the n samples as one batch)")
     options = parser.parse_args()
     data = DataStore(os.environ.get("HARNESS_DATA_DIR"))
     docs = HHRLHF(HHRLHFConfig(reward_model=options.reward_model, coherence=False)).load_docs(data)[: options.prompts]
@@ -63,6 +66,8 @@ def main() -> None:
         f"best-of-{options.n}": run("best-of-n", model, rm | {"n": options.n}, requests),
         f"best-of-{options.n} (eos_stop)": run("best-of-n", model, rm | {"n": options.n, "eos_stop": True}, requests),
     }
+    if options.batched:
+        results[f"best-of-{options.n} (batched)"] = run("best-of-n", model, rm | {"n": options.n, "batched": True}, requests)
     print(f"\n{options.model}, reward model {options.reward_model}, {len(requests)} held-out prompts, "
           f"max_new_tokens {options.max_new_tokens}, device {options.device}")
     print(f"{'method':28s} {'reward (± se)':>18s} {'policy+RM tokens':>17s} {'RM calls':>9s} {'seconds':>9s} {'new tokens':>10s}")
@@ -73,6 +78,10 @@ def main() -> None:
     for name, r in list(results.items())[1:]:
         print(f"{name}: tokens ratio (BoN / CARDS) {r['tokens'] / cards['tokens']:.2f}x, time ratio {r['seconds'] / cards['seconds']:.2f}x, "
               f"reward difference (CARDS - BoN) {cards['reward'] - r['reward']:+.3f}")
+    if options.batched:
+        sequential, batched = results[f"best-of-{options.n}"], results[f"best-of-{options.n} (batched)"]
+        print(f"best-of-{options.n}: sequential / batched time {sequential['seconds'] / batched['seconds']:.2f}x "
+              f"(reward {sequential['reward']:.3f} vs {batched['reward']:.3f}: the same distribution, other random streams)")
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     resolved = models.resolve(args.model, models.resolve_dtype(args.dtype, device), parse_pairs(args.model_arg, "--model-arg"))
     if resolved.remote and not method_cls.runs_remote:
         raise ArgumentError(f"method '{args.method}' needs the model's weights; '{args.model}' is behind an API")
-    method = method_cls(models.load(resolved, device), method_args, MethodOptions(args.batch_size, args.seed, False))
+    method = method_cls(method_cls.load_model(resolved, device, method_args), method_args, MethodOptions(args.batch_size, args.seed, False))
     name = args.served_model_name or args.model
     print(f"serving {args.method} × {resolved.identity.name} as '{name}' on http://{args.host}:{args.port}/v1", file=sys.stderr)
     serve(method, name, args.host, args.port, args.api_key, args.max_batch, args.batch_window_ms / 1000)

@@ -123,9 +123,22 @@ def build(cls: type[D], values: Mapping[str, Any], owner: str) -> D:
     return instance
 
 
+ADDED_LATER = "harness_added_later"
+
+
+def added_later(default: Any) -> Any:
+    """A field for an argument added after runs were made without it: while it holds its default
+    it is left out of ``to_dict`` (and so of run specs), so those runs keep their ids and are
+    read as having used the default. Give it a default that reproduces what they did."""
+    return dataclasses.field(default=default, metadata={ADDED_LATER: True})
+
+
 def to_dict(instance: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(instance).items()}
+    """A JSON-ready dict of a config dataclass (tuples become lists); arguments ``added_later``
+    are left out while at their default."""
+    later = {f.name: f.default for f in dataclasses.fields(instance) if f.metadata.get(ADDED_LATER)}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(instance).items()
+            if not (k in later and v == later[k])}
 
 
 @dataclasses.dataclass(frozen=True)

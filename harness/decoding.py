@@ -206,6 +206,20 @@ class Generation(BatchedModel):
         return self._batches(lengths, CPU_GENERATION_BUDGET, CPU_GENERATION_ROWS)
 
     def _decode(self, prompts: list[list[int]], samples: list[int], settings: GenerateRequest) -> list[GenerateResult]:
+        results = []
+        for tokens in self.sample_tokens(prompts, samples, settings):
+            result = self.answer(tokens, settings.until)
+            self.cost.tokens_generated += result.n_tokens
+            results.append(result)
+        return results
+
+    @torch.inference_mode()
+    def sample_tokens(self, prompts: list[list[int]], samples: list[int], settings: GenerateRequest,
+                      stop_at_eos: bool = True) -> list[list[int]]:
+        """The tokens generated for each prompt row as one batch (EOS included where a row met
+        it), ``samples`` giving each row's index among identical prompts (its random stream).
+        ``stop_at_eos=False`` decodes every row to ``max_new_tokens``, as Best-of-N's official
+        code does."""
         limit = max(1, self.max_length - settings.max_new_tokens)
         prompts = [p[-limit:] for p in prompts]
         state = self._prefill(prompts, settings.max_new_tokens)
@@ -235,7 +249,7 @@ class Generation(BatchedModel):
             keep = []
             for k, (r, token) in enumerate(zip(alive, chosen, strict=True)):
                 generated[r].append(token)
-                if token in eos:
+                if stop_at_eos and token in eos:
                     continue
                 if stops and any(stop in self.tokenizer.decode(generated[r][-lookback:]) for stop in stops):
                     continue
@@ -246,12 +260,7 @@ class Generation(BatchedModel):
             alive = [alive[k] for k in keep]
         self.cost.forward_passes += state.passes
         self.cost.tokens_processed += state.tokens
-        results = []
-        for tokens in generated:
-            result = self.answer(tokens, settings.until)
-            self.cost.tokens_generated += result.n_tokens
-            results.append(result)
-        return results
+        return generated
 
     def _processors(self, settings: GenerateRequest) -> list[Any]:
         """``generate``'s logits processors for these settings, in its order."""

@@ -21,7 +21,7 @@ from harness.config import NoArgs
 from harness.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.models import LoadedModel
+    from harness.models import LoadedModel, ResolvedModel
 
 
 @dataclass
@@ -96,6 +96,14 @@ class Method:
         """Second models these arguments use beside the run's ``model`` (role -> zoo name), such as
         a reference or a teacher; their identities go into the run spec."""
         return {}
+
+    @classmethod
+    def load_model(cls, resolved: ResolvedModel, device: str, args: Any) -> LoadedModel:
+        """The run's model as this method needs it: loaded whole by default; a method that keeps
+        weights out of memory (offloaded inference) builds it its own way."""
+        from harness import models
+
+        return models.load_for_run(resolved, device)
 
     @classmethod
     def summary(cls) -> str:

@@ -11,8 +11,6 @@ import copy
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from harness.data import hub_reachable
 from harness.errors import ArgumentError, ModelLoadError, UnknownNameError, first_line
 from harness.identity import IDENTITY_FILE, ModelIdentity, ModelKind, cached_identity, folder_identity
 from harness.remote import RemoteOptions, endpoint, is_remote, remote_identity
-from harness.store import atomic_write_text
+from harness.store import atomic_write_text, staged_folder
 from harness.zoo import ZooEntry, cache_dir, cached_sha256, zoo
 
 
@@ -35,7 +33,7 @@ class LoadOptions:
     another run; the others are recorded with the session."""
 
     revision: str | None = None  # hub branch, tag or commit; pinned in the identity (a moved branch is another run)
-    device_map: str | None = None  # accelerate's placement: auto (split over GPUs, offloaded to CPU), balanced, sequential, cpu
+    device_map: str | None = None  # accelerate's placement: auto (GPUs, then CPU, then disk), balanced, sequential, cpu, disk (all offloaded to disk)
     attn_implementation: str | None = None  # eager, sdpa, flash_attention_2, ...; in the identity
     trust_remote_code: bool = False  # run a checkpoint's own modelling code (off unless asked)
     quantization: str | None = None  # 8bit or 4bit through bitsandbytes, where it is installed; in the identity
@@ -47,8 +45,8 @@ class LoadOptions:
             self.memory_budget()
         if self.quantization not in (None, "8bit", "4bit"):
             raise ValueError(f"quantization must be 8bit or 4bit, got '{self.quantization}'")
-        if self.device_map not in (None, "auto", "balanced", "balanced_low_0", "sequential", "cpu"):
-            raise ValueError(f"device_map must be auto, balanced, balanced_low_0, sequential or cpu, got '{self.device_map}'")
+        if self.device_map not in (None, "auto", "balanced", "balanced_low_0", "sequential", "cpu", "disk"):
+            raise ValueError(f"device_map must be auto, balanced, balanced_low_0, sequential, cpu or disk, got '{self.device_map}'")
 
     def memory_budget(self) -> dict[int | str, str]:
         budget: dict[int | str, str] = {}
@@ -181,33 +179,20 @@ def _resolve_gguf(entry: ZooEntry, dtype: str) -> ResolvedModel:
 
 def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
     """Dequantize a GGUF file once into a safetensors folder with its identity (written atomically)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        with progress.bar(total=2, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
-            gguf_weights.dequantize(name, gguf, staging)
-            bar.update(1)
-            identity = folder_identity(name, str(gguf), staging, "float32", cached_sha256(gguf))
-            atomic_write_text(staging / IDENTITY_FILE, json.dumps(identity.as_dict(), indent=2))
-            bar.update(1)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    with staged_folder(folder) as staging, progress.bar(total=2, desc=f"convert {name} (GGUF → safetensors, once)", unit="step") as bar:
+        gguf_weights.dequantize(name, gguf, staging)
+        bar.update(1)
+        identity = folder_identity(name, str(gguf), staging, "float32", cached_sha256(gguf))
+        atomic_write_text(staging / IDENTITY_FILE, json.dumps(identity.as_dict(), indent=2))
+        bar.update(1)
 
 
 def _resolve_random(entry: ZooEntry, dtype: str) -> ResolvedModel:
     folder = cache_dir() / "models" / entry.name
     if not (folder / "config.json").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{entry.name}."))
         assert entry.builder is not None, f"'{entry.name}' has no builder"
-        entry.builder(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        with staged_folder(folder) as staging:
+            entry.builder(staging)
     return ResolvedModel(folder_identity(entry.name, f"built:{entry.name}", folder, dtype), folder)
 
 
@@ -285,7 +270,9 @@ def hf_loading_kwargs(options: LoadOptions, device: str) -> dict[str, Any]:
     if options.attn_implementation:
         kwargs["attn_implementation"] = options.attn_implementation
     if options.device_map:
-        kwargs["device_map"] = options.device_map
+        # disk: Accelerate's disk offloading of the whole model (Endor's baseline), which "auto"
+        # never chooses on a machine without a GPU
+        kwargs["device_map"] = {"": "disk"} if options.device_map == "disk" else options.device_map
         kwargs["offload_folder"] = options.offload_folder or str(cache_dir() / "offload")
         if options.max_memory:
             kwargs["max_memory"] = {k: int(v) if v.isdigit() else v for k, v in options.memory_budget().items()}

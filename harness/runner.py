@@ -210,7 +210,7 @@ def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
 def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> None:
     request, task = prepared.request, prepared.task
     load_began = time.perf_counter()
-    loaded = models.load_for_run(prepared.resolved, prepared.device)  # may fail: nothing written yet
+    loaded = prepared.method_cls.load_model(prepared.resolved, prepared.device, prepared.method_args)  # may fail: nothing written yet
     load_seconds = time.perf_counter() - load_began
     method = prepared.method_cls(loaded, prepared.method_args, MethodOptions(request.batch_size, request.seed, request.show_progress))
     run_dir.create(prepared.spec)

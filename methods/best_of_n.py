@@ -8,7 +8,13 @@ highest is returned. The reward model reads each sample's answer up to its first
 user is shown), through its own chat template. The policy reads the prompt once (its KV cache
 is cropped back for each sample); the n answers are scored against one cached prompt.
 
-Defaults: n 5, top-k 40, temperature 0.8.
+``batched=true`` samples the n answers as one batch through the decoding engine
+(``Generation.sample_tokens``: the prompt prefilled once, its cache copied to n rows, one
+forward pass per step for all of them, each sample on its own seeded stream); the default
+samples them one after another as before, so runs made before the option keep their ids and
+their numbers. The two draw from the same distribution with other random streams.
+
+Defaults: n 5, top-k 40, temperature 0.8, sequential sampling.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api import GenerateRequest
+from harness.config import added_later
 from harness.method import register_method
 from methods.reward_guided import RewardGuidedMethod, check_common, messages_of, require_reward_model
 
@@ -28,6 +35,7 @@ class BestOfNArgs:
     top_k: int = 40  # sampling: the k most likely tokens
     temperature: float = 0.8  # sampling temperature
     eos_stop: bool = False  # stop a sample at EOS (the official code always decodes max_new_tokens)
+    batched: bool = added_later(False)  # sample the n answers as one batch (prompt prefilled once); default one after another
 
     def __post_init__(self) -> None:
         require_reward_model(self.reward_model, "best-of-n")
@@ -44,9 +52,16 @@ class BestOfNMethod(RewardGuidedMethod):
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"n": self.args.n, "top_k": self.args.top_k, "temperature": self.args.temperature,
-                                     "eos_stop": self.args.eos_stop}
+                                     "eos_stop": self.args.eos_stop, "batched": self.args.batched}
 
     def decode(self, request: GenerateRequest, prompt: list[int]) -> tuple[list[int], dict[str, Any]]:
+        samples = self._batched(request, prompt) if self.args.batched else self._sequential(request, prompt)
+        state = self.reward.start(messages_of(request))
+        rewards = self.score_extensions(state, [], samples)
+        best = max(range(len(samples)), key=lambda i: rewards[i])
+        return samples[best], {"sample_rewards": rewards, "chosen": best}
+
+    def _sequential(self, request: GenerateRequest, prompt: list[int]) -> list[list[int]]:
         decoder, generator = self.decoder(), self.generator(prompt, "best-of-n")
         first = decoder.feed(prompt)[-1]
         samples = []
@@ -55,7 +70,12 @@ class BestOfNMethod(RewardGuidedMethod):
             tokens, _ = self.sample(decoder, first, request.max_new_tokens, self.args.top_k, self.args.temperature, generator,
                                     self.args.eos_stop)
             samples.append(tokens)
-        state = self.reward.start(messages_of(request))
-        rewards = self.score_extensions(state, [], samples)
-        best = max(range(len(samples)), key=lambda i: rewards[i])
-        return samples[best], {"sample_rewards": rewards, "chosen": best}
+        return samples
+
+    def _batched(self, request: GenerateRequest, prompt: list[int]) -> list[list[int]]:
+        settings = GenerateRequest("", request.max_new_tokens, temperature=self.args.temperature, top_k=self.args.top_k)
+        passes = self.cost.forward_passes
+        samples = self.policy.sample_tokens([prompt] * self.args.n, list(range(self.args.n)), settings,
+                                            stop_at_eos=self.args.eos_stop)
+        self.cost.count("policy_forward_passes", self.cost.forward_passes - passes)
+        return samples

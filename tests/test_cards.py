@@ -118,6 +118,27 @@ def test_best_of_n_returns_the_highest_rewarded_sample(tiny):
     assert method.cost.counters["policy_forward_passes"] == 1 + 4 * 23  # one prefill, then a pass per sampled token but the last
 
 
+def test_batched_best_of_n_samples_once_per_step_and_keeps_old_run_ids(tiny):
+    from harness.config import to_dict
+
+    method = _method("best-of-n", tiny, n=4, batched=True)
+    [result] = method.generate([REQUEST])
+    rewards = result.info["sample_rewards"]
+    assert len(rewards) == 4 and result.info["guide_reward"] == pytest.approx(max(rewards), abs=1e-5)
+    assert len(set(rewards)) > 1  # four different samples
+    # one prefill, then one pass per step for all four rows (23 steps after the first token)
+    assert method.cost.counters["policy_forward_passes"] == 1 + 23
+    # each sample is its own seeded stream: drawn alone, the chosen one comes out the same
+    prompt = method.prompt_ids(REQUEST)
+    settings = GenerateRequest("", 24, temperature=0.8, top_k=40)
+    chosen = result.info["chosen"]
+    alone = method.policy.sample_tokens([prompt], [chosen], settings, stop_at_eos=False)[0]
+    assert len(alone) == 24 and tiny.tokenizer.decode(alone, skip_special_tokens=True).startswith(result.text)
+    # an argument added later is left out of the spec at its default: earlier runs keep their ids
+    args = METHODS.get("best-of-n").Args
+    assert "batched" not in to_dict(args(reward_model="r")) and to_dict(args(reward_model="r", batched=True))["batched"] is True
+
+
 def test_rejection_sampling_accepts_or_falls_back(tiny):
     easy = _method("rejection-sampling", tiny, reward_target=-1e9)
     assert easy.generate([REQUEST])[0].info["rejections"] == 0

@@ -244,6 +244,10 @@ def test_model_args_loading_options(tiny, runs_dir, capsys):
     assert set(mapped.model.hf_device_map.values()) == {"cpu", "disk"}
     ids = torch.tensor([[5, 6, 7, 8]])
     assert torch.allclose(mapped.model(ids).logits, tiny.model(ids).logits, atol=1e-6)
+    # Accelerate's disk offloading of the whole model (Endor's baseline), which auto never picks without a GPU.
+    on_disk = models.load(models.resolve("tiny-random-llama", model_args={"device_map": "disk"}))
+    assert set(on_disk.model.hf_device_map.values()) == {"disk"}
+    assert torch.allclose(on_disk.model(ids).logits, tiny.model(ids).logits, atol=1e-6)
     capsys.readouterr()
 
     for args, message in ((["--model-arg", "revison=main"], "did you mean 'revision'"),

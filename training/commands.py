@@ -28,6 +28,19 @@ def add_parsers(sub: Any) -> None:
     attack.add_argument("--quiet", action="store_true")
 
 
+    compress = sub.add_parser("compress", help="prune a model (magnitude or Wanda) and write it with an Endor sparse store (--method endor)")
+    compress.add_argument("--model", default=DEFAULT_MODEL, help=f"model to prune; default {DEFAULT_MODEL}")
+    compress.add_argument("--sparsity", type=float, default=0.5, help="share of each decoder matrix zeroed; default 0.5")
+    compress.add_argument("--prune", default="magnitude", help="magnitude or wanda (calibrated on PG-19 train text)")
+    compress.add_argument("--format", default="bitmap", help="store written: bitmap (for --method endor) or dense (--method offload)")
+    compress.add_argument("--dtype", default="float32", help="the store's value dtype: float32, float16 or bfloat16")
+    compress.add_argument("--calibration-samples", type=int, default=128, help="wanda: calibration windows")
+    compress.add_argument("--calibration-tokens", type=int, default=512, help="wanda: tokens per window")
+    compress.add_argument("--seed", type=int, default=0)
+    compress.add_argument("--name", default="", help="zoo name of the result (default <model>-<prune><sparsity%%>)")
+    compress.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+    compress.add_argument("--quiet", action="store_true")
+
     train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation), hmt, rmt, reward-model")
     which = train.add_subparsers(dest="trainer", required=True)
     distil = which.add_parser("distilrr", help="distil a teacher's code repairs into a student (LoRA)")
@@ -154,4 +167,21 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"attack": cmd_attack, "train": cmd_train}
+def cmd_compress(args: argparse.Namespace) -> int:
+    from harness.data import DataStore
+    from training.compress import CompressSpec, compress
+
+    spec = CompressSpec(model=args.model, sparsity=args.sparsity, prune=args.prune, format=args.format, dtype=args.dtype,
+                        calibration_samples=args.calibration_samples, calibration_tokens=args.calibration_tokens,
+                        seed=args.seed, name=args.name)
+    name = compress(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    made = zoo.recipe(name) or {}
+    sparsity = made.get("sparsity", {})
+    for store, sizes in made.get("store", {}).items():
+        print(f"{store} store: {sizes['layer_bytes']:,} bytes of decoder layers, {sizes['file_bytes']:,} on disk")
+    print(f"zoo model: {name}  (achieved sparsity {sparsity.get('achieved', 0):.4f}; use --model {name} --method endor; "
+          f"recipe in {zoo.recipe_file(name)})")
+    return 0
+
+
+HANDLERS = {"attack": cmd_attack, "train": cmd_train, "compress": cmd_compress}
