@@ -19,6 +19,7 @@ class Capability(str, enum.Enum):
     GENERATE = "generate"  # free text from a prompt
     ACT = "act"  # multi-turn: agent steps, repair rounds
     VISION = "vision"  # requests carry images (needs an image-text-to-text model)
+    ATTRIBUTE = "attribute"  # zero-shot classification by label words, and one score per input word explaining it
 
     def __str__(self) -> str:
         return self.value
@@ -148,8 +149,31 @@ class ActRequest:
     won: bool | None = None
 
 
-Request = LoglikelihoodRequest | StreamRequest | GenerateRequest | ActRequest
-Result = LoglikelihoodResult | StreamResult | GenerateResult
+@dataclass(frozen=True)
+class AttributeRequest:
+    """Classify ``words`` (joined by single spaces into ``template``'s ``{text}``) among
+    ``labels`` by the log-probability of each label as the continuation, and, when ``explain``,
+    score each word for the probability of ``target`` (None: the predicted label)."""
+
+    words: tuple[str, ...]
+    template: str  # the prompt, "{text}" where the input goes
+    labels: tuple[str, ...]  # label verbalisers as continuations, e.g. (" negative", " positive")
+    target: int | None = None
+    explain: bool = True  # False: probabilities only (a perturbed input being scored)
+
+
+@dataclass(frozen=True)
+class AttributeResult:
+    probabilities: tuple[float, ...]  # over the labels, normalised among them
+    target: int  # the label explained (the predicted one unless the request named one)
+    word_scores: tuple[float, ...] = ()  # one per word: higher = more evidence for the target
+    token_scores: tuple[float, ...] = ()  # one per input token, before the per-word rule
+    token_words: tuple[int, ...] = ()  # each input token's word
+    info: dict[str, Any] = field(default_factory=dict)  # cost: passes, seconds
+
+
+Request = LoglikelihoodRequest | StreamRequest | GenerateRequest | ActRequest | AttributeRequest
+Result = LoglikelihoodResult | StreamResult | GenerateResult | AttributeResult
 
 
 @dataclass(frozen=True)
@@ -188,6 +212,7 @@ def dispatch(method: Any, requests: Sequence[Request]) -> list[Result]:
         StreamRequest: method.score_stream,
         GenerateRequest: method.generate,
         ActRequest: method.act,
+        AttributeRequest: method.attribute,
     }
     for kind, indices in by_kind.items():
         answers = handlers[kind]([requests[i] for i in indices])

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from harness.api import (
     ActRequest,
+    AttributeRequest,
+    AttributeResult,
     Capability,
     GenerateRequest,
     GenerateResult,
@@ -121,6 +123,9 @@ class Method:
 
     def act(self, requests: Sequence[ActRequest]) -> list[GenerateResult]:
         raise NotImplementedError(f"method '{self.name}' does not provide act")
+
+    def attribute(self, requests: Sequence[AttributeRequest]) -> list[AttributeResult]:
+        raise NotImplementedError(f"method '{self.name}' does not provide attribute")
 
     def replay(self, requests: Sequence[ActRequest], answers: Sequence[GenerateResult]) -> None:
         """Earlier answers of this method to these requests, read back from a resumed chunk's

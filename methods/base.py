@@ -46,7 +46,7 @@ def check_max_length(max_length: int | None) -> None:
 class BaseMethod(Method):
     """The model as it is: all capabilities forwarded to the model, no technique."""
 
-    provides = frozenset(Capability)
+    provides = frozenset(Capability) - {Capability.ATTRIBUTE}  # explaining is the attribution methods' job
     Args = BaseArgs
     runs_remote = True
 
