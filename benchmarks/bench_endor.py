@@ -131,7 +131,10 @@ def main() -> None:
         reader.close()
 
     # ---- end to end
-    vocab = 1000
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolved.path)
+    vocab = min(1000, (getattr(config, "text_config", None) or config).vocab_size)
     score_ids = torch.randint(10, vocab, (1, args.score_tokens))
     prompt_ids = torch.randint(10, vocab, (1, args.prompt_tokens))
     setups = {}

@@ -88,11 +88,11 @@ class LabelClassifier:
             # tokens (no characters) stay in the part they come in.
             if region is not after and first < end and last > start and last > first:
                 region = inside
-                word = next((k for k, (a, b) in enumerate(spans) if first < b and last > a), None)
-                if word is None:
-                    word = next((k for k, (a, _) in enumerate(spans) if a >= last), len(spans) - 1)
+                owner = next((k for k, (a, b) in enumerate(spans) if first < b and last > a), None)
+                if owner is None:
+                    owner = next((k for k, (a, _) in enumerate(spans) if a >= last), len(spans) - 1)
                 inside.append(token)
-                token_words.append(kept_index[word])
+                token_words.append(kept_index[owner])
             elif region is inside or (region is before and last > first and first >= end):
                 region = after
                 after.append(token)

@@ -210,7 +210,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from harness.api import Capability
     from harness.config import build
     from harness.method import METHODS, MethodOptions
-    from harness.runner import resolve_device
+    from harness.runner import load_model, resolve_device
 
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise ArgumentError("harness serve needs fastapi and uvicorn: pip install -e '.[serve]'")
@@ -224,7 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     resolved = models.resolve(args.model, models.resolve_dtype(args.dtype, device), parse_pairs(args.model_arg, "--model-arg"))
     if resolved.remote and not method_cls.runs_remote:
         raise ArgumentError(f"method '{args.method}' needs the model's weights; '{args.model}' is behind an API")
-    method = method_cls(method_cls.load_model(resolved, device, method_args), method_args, MethodOptions(args.batch_size, args.seed, False))
+    method = method_cls(load_model(method_cls, resolved, device, method_args), method_args, MethodOptions(args.batch_size, args.seed, False))
     name = args.served_model_name or args.model
     print(f"serving {args.method} × {resolved.identity.name} as '{name}' on http://{args.host}:{args.port}/v1", file=sys.stderr)
     serve(method, name, args.host, args.port, args.api_key, args.max_batch, args.batch_window_ms / 1000)

@@ -66,12 +66,12 @@ def _method_from_args(method: str = "base", model: str | None = None, batch_size
     from harness import models, zoo
     from harness.config import build
     from harness.method import METHODS, MethodOptions
-    from harness.runner import resolve_device
+    from harness.runner import load_model, resolve_device
 
     method_cls = METHODS.get(method)
     device = resolve_device(device)
     resolved = models.resolve(model or zoo.DEFAULT_MODEL, models.resolve_dtype(dtype, device))
     args: Any = build(method_cls.Args, {k: v for k, v in method_args.items()}, f"method '{method}'")
-    loaded = method_cls.load_model(resolved, device, args)
+    loaded = load_model(method_cls, resolved, device, args)
     size = batch_size if batch_size == "auto" else int(batch_size)
     return method_cls(loaded, args, MethodOptions(size, int(seed)))

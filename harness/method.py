@@ -100,12 +100,11 @@ class Method:
         return {}
 
     @classmethod
-    def load_model(cls, resolved: ResolvedModel, device: str, args: Any) -> LoadedModel:
-        """The run's model as this method needs it: loaded whole by default; a method that keeps
-        weights out of memory (offloaded inference) builds it its own way."""
-        from harness import models
-
-        return models.load_for_run(resolved, device)
+    def load_model(cls, resolved: ResolvedModel, device: str, args: Any) -> LoadedModel | None:
+        """The run's model, for a method that builds it its own way (offloaded inference keeps
+        weights out of memory); None, the default: the runner loads it whole
+        (``harness.runner.load_model``)."""
+        return None
 
     @classmethod
     def summary(cls) -> str:

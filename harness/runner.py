@@ -148,6 +148,11 @@ def prepare(request: RunRequest) -> Prepared:
     return Prepared(request, task, method_cls, method_args, data, chosen, selection, resolved, device, spec)
 
 
+def load_model(method_cls: type[Method], resolved: models.ResolvedModel, device: str, args: Any) -> models.LoadedModel:
+    """The model as the method needs it: its own loading where it has one, else loaded whole."""
+    return method_cls.load_model(resolved, device, args) or models.load_for_run(resolved, device)
+
+
 def check_model_kind(task: Task, model: str, kind: str) -> None:
     """The run's model must read the task's requests: text as a causal LM or a vision-language
     model, images only as the latter. Known from the model's config, before its weights load."""
@@ -210,7 +215,7 @@ def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
 def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> None:
     request, task = prepared.request, prepared.task
     load_began = time.perf_counter()
-    loaded = prepared.method_cls.load_model(prepared.resolved, prepared.device, prepared.method_args)  # may fail: nothing written yet
+    loaded = load_model(prepared.method_cls, prepared.resolved, prepared.device, prepared.method_args)  # may fail: nothing written yet
     load_seconds = time.perf_counter() - load_began
     method = prepared.method_cls(loaded, prepared.method_args, MethodOptions(request.batch_size, request.seed, request.show_progress))
     run_dir.create(prepared.spec)

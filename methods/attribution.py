@@ -9,7 +9,8 @@ Registered techniques (one entry each):
 - ``input-x-gradient``: e·∂p/∂e summed over dimensions (captum ``InputXGradient``).
 - ``integrated-gradients``: captum ``IntegratedGradients`` from a baseline (``baseline=zero``
   embeddings, or ``pad``: the pad token's embedding) in ``steps`` steps (Gauss-Legendre, captum's
-  default), summed over dimensions; defaults 50 steps, zero baseline.
+  default), summed over dimensions; defaults 50 steps, zero baseline. Each explanation records
+  captum's convergence delta (how far the scores' sum is from p(input) − p(baseline)).
 - ``occlusion``: captum ``Occlusion``, each token's embedding replaced by zeros, the drop in p.
 - ``leave-one-out``: each word deleted from the text, the drop in p (one pass per word).
 - ``lime``: captum ``Lime`` over words (a removed word is deleted from the text), ``samples``
@@ -78,6 +79,7 @@ class AttributionMethod(Method):
         super().__init__(model, args, options)
         self.classifier = LabelClassifier(model, self.cost)
         self.model = model.model
+        self.noted: dict[str, Any] = {}  # what the last explanation adds to its record (IG's convergence delta)
 
     def attribute(self, requests: Sequence[AttributeRequest]) -> list[AttributeResult]:
         encoded = [self.classifier.encode(r) for r in requests]
@@ -98,7 +100,8 @@ class AttributionMethod(Method):
             seconds = time.perf_counter() - began
             after = self.cost.as_dict()
             info = {"seconds": seconds, "forward_passes": after["forward_passes"] - before["forward_passes"],
-                    "backward_passes": after.get("backward_passes", 0) - before.get("backward_passes", 0)}
+                    "backward_passes": after.get("backward_passes", 0) - before.get("backward_passes", 0), **self.noted}
+            self.noted = {}
             self.cost.count("explanations")
             results.append(AttributeResult(tuple(probs), target, tuple(words), tuple(tokens), item.token_words, info))
         self.cost.model_calls += len(requests)
@@ -173,9 +176,11 @@ class IntegratedGradientsMethod(CaptumGradientMethod):
         else:
             baseline = torch.zeros_like(inputs)
         internal = max(1, self.classifier.batch_rows // len(item.labels))
-        scores = IntegratedGradients(self.classifier.target_function(item, target)).attribute(
-            inputs, baselines=baseline, n_steps=self.args.steps, internal_batch_size=internal)
+        scores, delta = IntegratedGradients(self.classifier.target_function(item, target)).attribute(
+            inputs, baselines=baseline, n_steps=self.args.steps, internal_batch_size=internal, return_convergence_delta=True)
         self.backward(-(-self.args.steps // internal))
+        # completeness error: sum of scores - (p(input) - p(baseline)); large when steps are too few
+        self.noted = {"convergence_delta": float(delta.detach()[0])}
         return scores[0].sum(dim=-1).tolist()
 
     def describe(self) -> dict[str, Any]:

@@ -205,6 +205,7 @@ class Faithfulness(Task):
             "words": list(words), "rationale": rationale, "word_scores": scores, "token_scores": list(result.token_scores),
             "explain_seconds": result.info.get("seconds", 0.0), "forward_passes": result.info.get("forward_passes", 0),
             "backward_passes": result.info.get("backward_passes", 0),
+            **{k: v for k, v in result.info.items() if k not in ("seconds", "forward_passes", "backward_passes")},
         }
         if self.config.loo_correlation:
             loo = [drop[f"loo{i}"] for i in range(len(words))] if len(words) > 1 else []

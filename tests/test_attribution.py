@@ -62,6 +62,7 @@ def test_gradient_methods_match_their_definitions(tiny):
     gap = float((p - forward(torch.zeros_like(embeds))).detach())
     assert sum(ig.token_scores) == pytest.approx(gap, rel=0.02, abs=1e-6)
     assert ig.info["backward_passes"] > 0 and ig.info["forward_passes"] > 0
+    assert ig.info["convergence_delta"] == pytest.approx(sum(ig.token_scores) - gap, abs=1e-4)
     # occlusion: token 0's score is the drop when its embedding is zeroed
     [occlusion] = method("occlusion", tiny).attribute([request])
     zeroed = embeds.detach().clone()
@@ -157,3 +158,24 @@ def test_faithfulness_task_end_to_end(tmp_path, mirror, capsys):
                "--output-dir", runs) == 2
     assert "attribute" in capsys.readouterr().err
     assert math.isfinite(json.loads(next(runs.glob("*/results.json")).read_text())["metrics"]["comprehensiveness"]["value"])
+
+
+def test_real_model_explanations_are_scored_as_the_engine_scores(smollm2, mirror):
+    """SmolLM2 on two HateXplain posts: the classifier's probabilities equal the loglikelihood
+    engine's (the real tokenizer's word-token split included), leave-one-out's scores equal the
+    task's own deletions, and the records hold every explanation."""
+    from harness.data import DataStore
+    from harness.task import EvalSettings
+
+    task = Faithfulness(FaithfulnessConfig())
+    docs = task.load_docs(DataStore())[:2]
+    loo = method("leave-one-out", smollm2)
+    records = task.evaluate(docs, loo, EvalSettings(chat=False, seed=0))
+    base = method("base", smollm2)
+    for doc, record in zip(docs, records, strict=True):
+        prompt = task._request(doc.data["words"]).template.format(text=" ".join(doc.data["words"]))
+        logprobs = [r.logprob for r in base.loglikelihood([LoglikelihoodRequest(prompt, label) for label in (" No", " Yes")])]
+        assert record["probabilities"] == pytest.approx(torch.softmax(torch.tensor(logprobs), 0).tolist(), abs=1e-4)
+        assert record["word_scores"] == pytest.approx(record["loo_scores"], abs=1e-5)
+        assert record["loo_spearman"] == pytest.approx(1.0)
+        assert len(record["word_scores"]) == len(doc.data["words"]) and 0 <= record["token_f1"] <= 1
