@@ -196,7 +196,7 @@ class Faithfulness(Task):
         drop = {name: full - answer.probabilities[target] for name, answer in answers.items()}
         rationale = eraser.top_words(scores, min(self.config.rationale_words, len(words)))
         record: dict[str, Any] = {
-            "pred": target, "gold": doc.data["gold"], "correct": int(target == doc.data["gold"]),
+            "pred": target, "pred_label": PROMPTS[self.config.dataset][2][target], "gold": doc.data["gold"], "correct": int(target == doc.data["gold"]),
             "probabilities": list(result.probabilities), "n_words": len(words),
             "comprehensiveness": drop["comp"], "sufficiency": drop["suff"],
             "aopc_comprehensiveness": float(np.mean([drop[f"comp@{f}"] for f in eraser.THRESHOLDS])),
@@ -267,15 +267,18 @@ def _nanmean(values: np.ndarray) -> float:
 def heatmap_svg(records: Sequence[dict[str, Any]], width: int = 900) -> str:
     """Word heat maps: each word's background from white to red by its score over the item's
     largest |score| (blue for negative); gold rationale words underlined; wrapped lines."""
-    char, line_height, lines = 7.2, 20, []
-    y = 24
+    char, line_height = 7.2, 20
+    lines = ['<text x="4" y="16" font-size="12">red: evidence for the predicted label, blue: against it (scaled per item); '
+             'underlined: a human rationale word</text>']
+    y = 44
     for record in records:
         words = record["words"]
         scores = record["word_scores"]
         top = max((abs(s) for s in scores), default=0.0) or 1.0
         gold = set(record.get("gold_rationale", []))
         lines.append(f'<text x="4" y="{y}" font-size="12" font-weight="bold">{html.escape(record["doc_id"])}: '
-                     f'predicted {record["pred"]}, p = {record["probabilities"][record["pred"]]:.3f}</text>')
+                     f'predicted {html.escape(record.get("pred_label", str(record["pred"])))}, '
+                     f'p = {record["probabilities"][record["pred"]]:.3f}</text>')
         y += line_height
         x = 4.0
         for i, word in enumerate(words[: len(scores)]):
