@@ -6,7 +6,8 @@ The decoder layers' weights never sit in memory all at once. They live in a stor
 in host memory (``offload=host``: one copy, pinned when computing on a GPU); just before a
 layer runs its bytes are copied to the compute device and decompressed there, and after it
 runs they are freed. While one layer computes, the next layer's read runs on a background
-thread (``prefetch``). Embeddings, the final norm and the output head stay resident.
+thread (``prefetch``); on a CPU, where the host is the compute device, that thread decompresses
+too, so the work overlaps the computation. Embeddings, the final norm and the output head stay resident.
 
 The store is the one ``harness compress`` wrote into the model's folder, or else it is built
 once from the model's weights into ``$HARNESS_CACHE_DIR/endor`` (keyed by the weights' sha256,
@@ -94,14 +95,18 @@ def write_model_store(model: torch.nn.Module, folder: Path, encoding: Encoding, 
 
 class LayerStreamer:
     """Forward hooks that give each decoder layer its weights just before it runs and take them
-    away after: read (waited for, or prefetched), copied to the device, decompressed."""
+    away after. A layer's weights are read (prefetched on a thread while the layer before
+    computes), copied to the compute device and decompressed there. On a CPU the compute device
+    is the host itself, so the prefetch thread decompresses too and that work overlaps the
+    computation; on a GPU the bytes are copied and decompressed on the device just before use."""
 
     def __init__(self, reader: StoreReader, prefix: str, layers: torch.nn.ModuleList, device: torch.device,
                  dtype: torch.dtype, cost: Cost, prefetch: bool) -> None:
         self.reader, self.device, self.dtype, self.cost = reader, device, dtype, cost
         self.groups = [f"{prefix}{i}" for i in range(len(layers))]
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="endor-prefetch") if prefetch else None
-        self.pending: dict[int, Future[torch.Tensor]] = {}
+        self.decode_ahead = device.type == "cpu"
+        self.pending: dict[int, Future[dict[str, torch.Tensor] | torch.Tensor]] = {}
         self.lock = threading.Lock()
         # Each layer's parameter slots (module, attribute, name in the store's group) and the
         # meta placeholders they hold while offloaded.
@@ -121,22 +126,31 @@ class LayerStreamer:
             self.cost.count("offload_bytes_read", raw.numel())
         return raw
 
+    def _decode(self, index: int, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        began = time.perf_counter()
+        tensors = dict(self.reader.decode(self.groups[index], raw, self.device, self.dtype))
+        with self.lock:
+            self.cost.count("offload_decompress_s", time.perf_counter() - began)
+        return tensors
+
+    def _fetch(self, index: int) -> dict[str, torch.Tensor] | torch.Tensor:
+        """What the prefetch thread hands over: the raw bytes, or on a CPU the decoded tensors."""
+        raw = self._read(index)
+        return self._decode(index, raw) if self.decode_ahead else raw
+
     def _before(self, index: int) -> Callable[..., None]:
         def hook(layer: torch.nn.Module, args: Any) -> None:
             waited = time.perf_counter()
             future = self.pending.pop(index, None)
-            raw = future.result() if future is not None else self._read(index)
+            fetched = future.result() if future is not None else self._read(index)
             if self.pool is not None:
                 following = (index + 1) % len(self.groups)
                 if following not in self.pending:
-                    self.pending[following] = self.pool.submit(self._read, following)
-            began = time.perf_counter()
-            tensors = dict(self.reader.decode(self.groups[index], raw, self.device, self.dtype))
-            finished = time.perf_counter()
+                    self.pending[following] = self.pool.submit(self._fetch, following)
             with self.lock:
-                self.cost.count("offload_wait_s", began - waited)
-                self.cost.count("offload_decompress_s", finished - began)
+                self.cost.count("offload_wait_s", time.perf_counter() - waited)
                 self.cost.count("offload_layer_loads")
+            tensors = fetched if isinstance(fetched, dict) else self._decode(index, fetched)
             for module, attr, name, _ in self.slots[index]:
                 module._parameters[attr] = torch.nn.Parameter(tensors[name], requires_grad=False)
         return hook
