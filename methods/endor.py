@@ -40,6 +40,9 @@ from methods.base import BaseMethod, check_max_length
 from methods.bitmap_store import DTYPES, RESIDENT, STORE_INDEX, Encoding, StoreReader, store_groups, write_store
 
 STORE_FOLDER = "endor"  # inside a model's folder: <encoding>-<dtype>/ stores written by harness compress
+# Layers fetched ahead, each on its own thread: two, so that on a CPU one layer's
+# decompression runs beside the next one's read (a one-thread pipeline does them in turn).
+PREFETCH_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,8 @@ def write_model_store(model: torch.nn.Module, folder: Path, encoding: Encoding, 
 
 class LayerStreamer:
     """Forward hooks that give each decoder layer its weights just before it runs and take them
-    away after. A layer's weights are read (prefetched on a thread while the layer before
-    computes), copied to the compute device and decompressed there. On a CPU the compute device
+    away after. A layer's weights are read (prefetched on threads, ``PREFETCH_DEPTH`` layers
+    ahead, while the layers before compute), copied to the compute device and decompressed there. On a CPU the compute device
     is the host itself, so the prefetch thread decompresses too and that work overlaps the
     computation; on a GPU the bytes are copied and decompressed on the device just before use."""
 
@@ -104,7 +107,7 @@ class LayerStreamer:
                  dtype: torch.dtype, cost: Cost, prefetch: bool) -> None:
         self.reader, self.device, self.dtype, self.cost = reader, device, dtype, cost
         self.groups = [f"{prefix}{i}" for i in range(len(layers))]
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="endor-prefetch") if prefetch else None
+        self.pool = ThreadPoolExecutor(PREFETCH_DEPTH, thread_name_prefix="endor-prefetch") if prefetch else None
         self.decode_ahead = device.type == "cpu"
         self.pending: dict[int, Future[dict[str, torch.Tensor] | torch.Tensor]] = {}
         self.lock = threading.Lock()
@@ -144,9 +147,10 @@ class LayerStreamer:
             future = self.pending.pop(index, None)
             fetched = future.result() if future is not None else self._read(index)
             if self.pool is not None:
-                following = (index + 1) % len(self.groups)
-                if following not in self.pending:
-                    self.pending[following] = self.pool.submit(self._fetch, following)
+                for ahead in range(1, min(PREFETCH_DEPTH, len(self.groups) - 1) + 1):
+                    following = (index + ahead) % len(self.groups)
+                    if following not in self.pending:
+                        self.pending[following] = self.pool.submit(self._fetch, following)
             with self.lock:
                 self.cost.count("offload_wait_s", time.perf_counter() - waited)
                 self.cost.count("offload_layer_loads")
