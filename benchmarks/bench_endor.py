@@ -18,7 +18,7 @@ layer runs (``posix_fadvise(DONTNEED)``), so each layer's weights come from the 
 for a model larger than memory; ``--warm`` keeps it (weights served from the page cache).
 
     HARNESS_DATA_DIR=../shared/data python benchmarks/bench_endor.py --model smollm2-135m-instruct-magnitude50
-        [--score-tokens 512] [--prompt-tokens 32] [--new-tokens 16] [--repeats 3] [--warm]
+        [--score-tokens 512] [--prompt-tokens 32] [--new-tokens 16] [--repeats 3] [--warm] [--device cuda]
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def timed(fn: Any, repeats: int) -> float:
     for _ in range(repeats):
         began = time.perf_counter()
         fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # GPU work is asynchronous: time it to its end
         seconds.append(time.perf_counter() - began)
     return statistics.median(seconds)
 
@@ -96,10 +98,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warm", action="store_true", help="keep the page cache (not I/O bound)")
+    parser.add_argument("--device", default="cpu", help="compute device: cpu or cuda (host-to-device copies, decompression on the GPU)")
     args = parser.parse_args()
     cold = not args.warm
     torch.manual_seed(0)
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     resolved = models.resolve(args.model, "float32")
     print(f"model {resolved.identity.name}, {'cold reads (page cache dropped before every layer)' if cold else 'warm page cache'}, "
           f"{torch.get_num_threads()} threads")
@@ -135,18 +138,18 @@ def main() -> None:
 
     config = AutoConfig.from_pretrained(resolved.path)
     vocab = min(1000, (getattr(config, "text_config", None) or config).vocab_size)
-    score_ids = torch.randint(10, vocab, (1, args.score_tokens))
-    prompt_ids = torch.randint(10, vocab, (1, args.prompt_tokens))
+    score_ids = torch.randint(10, vocab, (1, args.score_tokens)).to(device)
+    prompt_ids = torch.randint(10, vocab, (1, args.prompt_tokens)).to(device)
     setups = {}
     for name, encoding in (("endor", "bitmap"), ("offload", "dense")):
         cost = Cost()
-        loaded = offloaded_model(resolved, "cpu", encoding, EndorArgs(), cost)  # type: ignore[arg-type]
+        loaded = offloaded_model(resolved, args.device, encoding, EndorArgs(), cost)  # type: ignore[arg-type]
         if cold:
             cold_layers(loaded.model, [loaded.model.endor_streamer.reader.path])
         setups[name] = (loaded.model, cost)
     offload_dir = Path(tempfile.mkdtemp(prefix="accelerate-offload-"))
-    setups["accelerate"] = (_accelerate(resolved, offload_dir, cold), Cost())
-    setups["in memory"] = (models.load(resolved).model, Cost())
+    setups["accelerate"] = (_accelerate(resolved, offload_dir, cold, device), Cost())
+    setups["in memory"] = (models.load(resolved, args.device).model, Cost())
 
     results: dict[str, dict[str, float]] = {}
     for name, (model, cost) in setups.items():
@@ -186,11 +189,11 @@ def _density(resolved: models.ResolvedModel) -> float:
     return sum(t.nnz for t in entries) / sum(math.prod(t.shape) for t in entries)
 
 
-def _accelerate(resolved: models.ResolvedModel, folder: Path, cold: bool) -> torch.nn.Module:
+def _accelerate(resolved: models.ResolvedModel, folder: Path, cold: bool, device: torch.device) -> torch.nn.Module:
     from accelerate import disk_offload
 
     model = models.load(resolved).model
-    disk_offload(model, str(folder), execution_device=torch.device("cpu"))
+    disk_offload(model, str(folder), execution_device=device)
     if cold:
         cold_layers(model, sorted(folder.glob("*.dat")))
     return model
