@@ -79,3 +79,65 @@ def test_released_outputs_script_reproduces_and_explains_counts(tmp_path):
     out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True).stdout
     assert "3/3 100.0" in out and "reproduced by the int(x) rule" in out
     assert "0/1 files reproduce their published count with the current scorer, 1/1 with it or the earlier integer rule" in out
+
+
+def test_queries_follow_build_query(mirror):
+    from harness.data import DataStore
+    from tasks.mathvista import MathVista, MathVistaConfig, build_query, refine_caption, refine_ocr
+
+    assert refine_caption("Sure. The image shows a plot.  I hope this helps!") == "The image shows a plot."
+    assert refine_ocr("[([[161, 39], [766, 39], [766, 120], [161, 120]], 'The spring', 0.91)]") == "[([161, 39], 'The spring')]"
+    assert refine_ocr("[]") == "" and refine_ocr("not a list") == ""
+    problem = {"question": "What fraction is blue?", "unit": None, "choices": ["3/11", "8/11"], "question_type": "multi_choice",
+               "answer_type": "text", "precision": None, "caption": "A shape.", "ocr": ""}
+    assert build_query(problem, 0, "solution", True, True) == (
+        "Question: What fraction is blue?\nChoices:\n(A) 3/11\n(B) 8/11\nImage description: A shape.\n"
+        "Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, at the end.\nSolution:")  # stripped
+    two_shot = build_query(problem, 2, "code", False, False)
+    assert two_shot.count("Python code:") == 3 and two_shot.endswith("Hint: Please generate a python code to solve the problem\nPython code:")
+    docs = {d.id: d for d in MathVista(MathVistaConfig(input="question")).load_docs(DataStore())}
+    assert len(docs) == 1000
+    task = MathVista(MathVistaConfig(input="question"))
+    assert task.query(docs["2"].data).startswith("Hint: Please answer the question requiring an integer answer")  # query.json
+    captioned = MathVista(MathVistaConfig(input="caption_ocr", prompting="cot-2shot")).query(docs["1"].data)
+    assert captioned.count("Solution:") == 3 and "Image description: " in captioned
+
+
+def test_program_of_thought_runs_in_the_sandbox():
+    from tasks.mathvista import run_program
+
+    assert run_program("x = 6 * 7\nprint(x)") == ("42", "")
+    output, error = run_program("print(1 / 0)")
+    assert output == "" and "ZeroDivisionError" in error
+
+
+def test_text_and_image_runs_end_to_end(tmp_path, mirror, capsys):
+    from PIL import Image, ImageDraw
+
+    from tests.conftest import cli
+
+    runs = tmp_path / "runs"
+    base = ["--task", "mathvista", "--limit", "2", "--quiet", "--output-dir", runs, "--task-arg", "max_new_tokens=4"]
+    # caption + OCR with an extractor model: both scores, the extractor's cost counted apart
+    assert cli("run", *base, "--model", "tiny-random-llama", "--task-arg", "input=caption_ocr",
+               "--task-arg", "extractor=tiny-random-llama") == 0
+    [result] = [json.loads(p.read_text()) for p in runs.glob("*/results.json")]
+    assert {"accuracy", "accuracy_rules"} <= set(result["metrics"])
+    assert any(name.startswith("accuracy/question_type=") for name in result["metrics"])  # the breakdowns
+    state = json.loads(next(runs.glob("*/state.json")).read_text())
+    samples = [json.loads(line) for line in next(runs.glob("*/samples.jsonl")).read_text().splitlines()]
+    needed = sum(s["extraction_rules"] == s["response"] != "" for s in samples)  # what the rules left to the extractor
+    assert needed and state["sessions"][-1]["cost"].get("extractor_model_calls", 0) == needed  # counted apart
+    assert all({"query", "response", "extraction", "prediction", "extraction_rules", "correct_rules"} <= set(s) for s in samples)
+    # the image setting: a tiny LLaVA sees images drawn here
+    images = tmp_path / "mathvista" / "images"
+    images.mkdir(parents=True)
+    for pid in range(1, 1001):
+        picture = Image.new("RGB", (28, 28), "white")
+        ImageDraw.Draw(picture).rectangle([4, 4, 4 + pid % 20, 20], fill=(pid % 255, 0, 0))
+        picture.save(images / f"{pid}.jpg")
+    assert cli("run", *base, "--model", "tiny-random-llava", "--task-arg", f"images_dir={images.parent}") == 0
+    assert cli("run", *base, "--model", "tiny-random-llava") == 2
+    assert "images_dir" in capsys.readouterr().err
+    assert cli("run", *base, "--model", "tiny-random-llama", "--task-arg", f"images_dir={images.parent}") == 2
+    assert "image-text-to-text" in capsys.readouterr().err
