@@ -1,7 +1,8 @@
 """Requests with images, on an image-text-to-text model (LLaVA family) through its processor.
 
 A message's images go before its text, as content parts of the model's chat template (or, for
-a bare prompt, as the processor's image tokens before the text). The processor expands each
+a bare prompt, as the processor's image tokens before the text, unless the prompt already holds
+one image token per image where it wants them). The processor expands each
 image token into the vision tower's patch positions and returns the pixel values beside the
 token ids; the model reads both. Requests with images run one at a time: each carries its own
 pixel values and expanded prompt, and the zoo's vision models are small.
@@ -52,7 +53,10 @@ class VisionRequests(BatchedModel):
     def _text_with_images(self, text: str, images: Sequence[Any], chat: bool) -> str:
         if chat and self.loaded.has_chat_template:
             return self._render([ChatMessage("user", text, tuple(images))])
-        return self._processor().image_token * len(images) + text
+        token = self._processor().image_token
+        if text.count(token) == len(images):
+            return text  # a prompt that places its own image tokens (a method's conversation template) keeps them
+        return token * len(images) + text
 
     def _inputs(self, text: str, images: Sequence[Any]) -> dict[str, torch.Tensor]:
         encoded = self._processor()(text=text, images=list(images) or None, return_tensors="pt")

@@ -24,7 +24,8 @@ Settings:
   also scores rules alone (``accuracy_rules``: the shortcuts, else the raw response normalised),
   and ``extractor=rules`` reports only that, never under the extractor's metric name.
 Metrics: accuracy (Wilson CI) overall and by question type, answer type, language, source,
-category, task, context, grade and skill (``accuracy/<key>=<value>``); every query, response,
+category, task, context, grade and skill (``accuracy/<key>=<value>``; the five tasks also as
+the paper's ``accuracy_fqa``, ``_gps``, ``_mwp``, ``_tqa``, ``_vqa``); every query, response,
 execution, extraction and prediction is in samples.jsonl. Defaults: image, zero-shot, rules, 512
 new tokens.
 """
@@ -49,6 +50,9 @@ from tasks import mathvista_scoring as scoring
 FILES = {"problems": "mathvista/testmini.json", "queries": "mathvista/query.json",
          "captions": "mathvista/texts/captions_bard.json", "ocr": "mathvista/texts/ocrs_easyocr.json"}
 EXTRACTION_TOKENS = 32
+# The paper's task abbreviations (its per-task columns), reported as <main metric>_<abbreviation> too.
+TASK_ABBREVIATIONS = {"figure question answering": "fqa", "geometry problem solving": "gps", "math word problem": "mwp",
+                      "textbook question answering": "tqa", "visual question answering": "vqa"}
 RULES = "rules"
 
 # build_query.py's shot_examples (pids 799, 681, 615), verbatim; the first two are used.
@@ -287,6 +291,8 @@ class MathVista(Task):
                 subset = [r for r in records if (value in (r.get(key) or []) if key == "skills" else r.get(key) == value)]
                 for name, metric in summarize_all(main, subset, seed).items():
                     out[f"{name}/{key}={value}"] = metric
+                    if key == "task" and value in TASK_ABBREVIATIONS:
+                        out[f"{name}_{TASK_ABBREVIATIONS[value]}"] = metric
         return out
 
     def protocol(self) -> dict[str, Any]:

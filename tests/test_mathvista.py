@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.api import GenerateRequest
 from tasks.mathvista_scoring import breakdowns, extract_by_rules, extraction_prompt, is_correct, normalize_extracted_answer
 
 CHOICES = ["3/11", "8/11", "6/11", "3/5"]
@@ -137,7 +138,34 @@ def test_text_and_image_runs_end_to_end(tmp_path, mirror, capsys):
         ImageDraw.Draw(picture).rectangle([4, 4, 4 + pid % 20, 20], fill=(pid % 255, 0, 0))
         picture.save(images / f"{pid}.jpg")
     assert cli("run", *base, "--model", "tiny-random-llava", "--task-arg", f"images_dir={images.parent}") == 0
+    # Math-LLaVA's protocol over the same model: its template, sampled at T 0.2, 512 tokens (bounded here)
+    assert cli("run", *base, "--model", "tiny-random-llava", "--task-arg", f"images_dir={images.parent}",
+               "--method", "math-llava", "--method-arg", "max_new_tokens=4") == 0
     assert cli("run", *base, "--model", "tiny-random-llava") == 2
     assert "images_dir" in capsys.readouterr().err
     assert cli("run", *base, "--model", "tiny-random-llama", "--task-arg", f"images_dir={images.parent}") == 2
     assert "image-text-to-text" in capsys.readouterr().err
+
+
+def test_math_llava_renders_its_conversation_with_padded_images(tmp_path):
+    from PIL import Image
+
+    from harness import models
+    from harness.method import METHODS, MethodOptions
+    from methods.math_llava import render
+
+    assert render("Question: 1+1?", "llava_v1", "<image>", 1) == (
+        "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and "
+        "polite answers to the human's questions. USER: <image>\nQuestion: 1+1? ASSISTANT:")
+    assert render("Q", "llava_v0", "<image>", 1).endswith("###Human: <image>\nQ###Assistant:")
+    loaded = models.load(models.resolve("tiny-random-llava"))
+    cls = METHODS.get("math-llava")
+    method = cls(loaded, cls.Args(max_new_tokens=3), MethodOptions(seed=0, show_progress=False))
+    wide = Image.new("RGB", (40, 20), "red")
+    adapted = method._adapt(GenerateRequest("Question: what colour?", 64, images=(wide,)))
+    assert adapted.images[0].size == (40, 40) and adapted.temperature == 0.2 and adapted.max_new_tokens == 3
+    assert adapted.prompt.count(loaded.processor.image_token) == 1 and "USER: " + loaded.processor.image_token in adapted.prompt
+    first = method.generate([GenerateRequest("Question: what colour?", 64, images=(wide,))])
+    again = cls(loaded, cls.Args(max_new_tokens=3), MethodOptions(seed=0, show_progress=False)).generate(
+        [GenerateRequest("Question: what colour?", 64, images=(wide,))])
+    assert first[0].text == again[0].text  # sampled, seeded
