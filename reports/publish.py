@@ -273,12 +273,16 @@ def machine_summary(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model_recipe(spec: RunSpec) -> dict[str, Any] | None:
-    """How a model the harness made (``harness attack``, ``harness train``) was made."""
+    """How a model the harness made (``harness attack``, ``train``, ``compress``) was made: by its
+    zoo name (source ``zoo:<name>``) or its folder (``local:<folder>``)."""
     from harness import zoo
 
-    if not str(spec.model.get("source", "")).startswith("local:"):
-        return None
-    return zoo.recipe(Path(str(spec.model["source"]).removeprefix("local:")))
+    source = str(spec.model.get("source", ""))
+    if source.startswith("zoo:"):
+        return zoo.recipe(source.removeprefix("zoo:"))
+    if source.startswith("local:"):
+        return zoo.recipe(Path(source.removeprefix("local:")))
+    return None
 
 
 def _copy_without_machine_paths(source: Path, target: Path) -> None:

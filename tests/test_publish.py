@@ -292,3 +292,19 @@ def test_committed_site_opens_in_chromium(browser):  # noqa: F811
     for name in paper_spec.available():
         browser.get((SITE / "papers" / f"{name}.html").as_uri())
         assert browser.find_element("css selector", "h1").text
+
+
+def test_a_model_the_harness_made_carries_its_recipe(tmp_path, monkeypatch):
+    """Runs on local zoo models (source ``zoo:<name>``) publish the model's recipe, like runs on
+    a model folder (``local:<folder>``); a hub or PyPI model has none."""
+    from types import SimpleNamespace
+
+    from harness import zoo
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    folder = zoo.local_zoo_dir() / "made-model"
+    folder.mkdir(parents=True)
+    zoo.write_recipe(folder, {"made_by": "harness compress", "pruning": {"prune": "wanda"}})
+    for source in ("zoo:made-model", f"local:{folder}"):
+        assert publish._model_recipe(SimpleNamespace(model={"source": source}))["made_by"] == "harness compress"
+    assert publish._model_recipe(SimpleNamespace(model={"source": "hf:org/model"})) is None
