@@ -25,7 +25,8 @@ Settings:
   and ``extractor=rules`` reports only that, never under the extractor's metric name.
 Metrics: accuracy (Wilson CI) overall and by question type, answer type, language, source,
 category, task, context, grade and skill (``accuracy/<key>=<value>``; the five tasks also as
-the paper's ``accuracy_fqa``, ``_gps``, ``_mwp``, ``_tqa``, ``_vqa``); every query, response,
+the paper's ``accuracy_fqa``, ``_gps``, ``_mwp``, ``_tqa``, ``_vqa``), and ``random_guess``, the
+expected accuracy of a uniform guess on the same items (0.179 on all of testmini, the paper's 17.9); every query, response,
 execution, extraction and prediction is in samples.jsonl. Defaults: image, zero-shot, rules, 512
 new tokens.
 """
@@ -257,7 +258,9 @@ class MathVista(Task):
             if self.config.extractor != RULES:
                 self._score(record, doc.data, "")
             meta = doc.data["metadata"]
+            choices = doc.data.get("choices") or []
             out.append({"doc_id": doc.id, **record, "answer": doc.data["answer"], "question_type": doc.data["question_type"],
+                        "random_guess": 1 / len(choices) if doc.data["question_type"] == "multi_choice" and choices else 0.0,
                         "answer_type": doc.data["answer_type"], **{k: meta.get(k) for k in scoring.BREAKDOWN_KEYS if k in meta}})
         return out
 
@@ -284,6 +287,9 @@ class MathVista(Task):
 
     def aggregate(self, records: Sequence[dict[str, Any]], seed: int) -> dict[str, MetricValue]:
         out = summarize_all(self.metrics(), records, seed)
+        # The random-guess baseline on these items: a uniform choice on multiple choice, nothing on
+        # free form (what the release's random_guess file holds), as its expected accuracy.
+        out |= summarize_all([Metric("random_guess", True, ("random_guess",), mean)], records, seed)
         main = self.metrics()[:1]
         for key in scoring.BREAKDOWN_KEYS:
             values = sorted({v for r in records for v in (r.get(key) or [] if key == "skills" else [r.get(key)]) if v is not None})

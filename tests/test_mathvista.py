@@ -100,6 +100,10 @@ def test_queries_follow_build_query(mirror):
     assert len(docs) == 1000
     task = MathVista(MathVistaConfig(input="question"))
     assert task.query(docs["2"].data).startswith("Hint: Please answer the question requiring an integer answer")  # query.json
+    # the harness's random-guess baseline over all of testmini: the paper's 17.9
+    records = [{"correct_rules": 0, "random_guess": 1 / len(d.data["choices"]) if d.data["question_type"] == "multi_choice" else 0.0}
+               for d in docs.values()]
+    assert task.aggregate(records, 0)["random_guess"].value == pytest.approx(0.179, abs=5e-4)
     captioned = MathVista(MathVistaConfig(input="caption_ocr", prompting="cot-2shot")).query(docs["1"].data)
     assert captioned.count("Solution:") == 3 and "Image description: " in captioned
 
@@ -123,7 +127,7 @@ def test_text_and_image_runs_end_to_end(tmp_path, mirror, capsys):
     assert cli("run", *base, "--model", "tiny-random-llama", "--task-arg", "input=caption_ocr",
                "--task-arg", "extractor=tiny-random-llama") == 0
     [result] = [json.loads(p.read_text()) for p in runs.glob("*/results.json")]
-    assert {"accuracy", "accuracy_rules"} <= set(result["metrics"])
+    assert {"accuracy", "accuracy_rules", "random_guess"} <= set(result["metrics"])
     assert any(name.startswith("accuracy/question_type=") for name in result["metrics"])  # the breakdowns
     state = json.loads(next(runs.glob("*/state.json")).read_text())
     samples = [json.loads(line) for line in next(runs.glob("*/samples.jsonl")).read_text().splitlines()]
