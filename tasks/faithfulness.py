@@ -141,12 +141,10 @@ class Faithfulness(Task):
     requires = frozenset({Capability.ATTRIBUTE})
     Config = FaithfulnessConfig
     docs_per_chunk = 8
-    dropped = 0
 
     def load_docs(self, data: DataStore) -> list[Doc]:
         if self.config.dataset == "hatexplain":
-            docs, self.dropped = hatexplain_docs(data)
-            return docs
+            return hatexplain_docs(data)[0]
         if self.config.dataset == "sst2":
             return sst2_docs(data)
         return movie_review_docs(data)
@@ -247,7 +245,9 @@ class Faithfulness(Task):
                "hard_rationale": f"top {self.config.rationale_words} words", "aopc_bins": list(eraser.THRESHOLDS),
                "aopc_bin_words": "ceil(fraction x words), at least 1", "removal": "words deleted from the text"}
         if self.config.dataset == "hatexplain":
-            out |= {"items": "toxic test posts (normal skipped)", "posts_dropped_unaligned": self.dropped,
+            # A fact of the data, not of this run: a task rebuilt to rescore a run has not read it.
+            out |= {"items": "toxic test posts (normal skipped); a post none of whose rationale spans can be placed "
+                             "in its text is dropped (40 of the mirror's 1,142)",
                     "predicted_spans": "one span per rationale word (HateXplain)"}
         return out
 

@@ -274,7 +274,7 @@ class MathVista(Task):
         if self._extractor_lm is None:
             from harness.lm import auxiliary_lm
 
-            self._extractor_lm = auxiliary_lm(self.config.extractor, like=getattr(method, "loaded", None))
+            self._extractor_lm = auxiliary_lm(self.config.extractor, like=method.loaded)
         return self._extractor_lm
 
     def metrics(self) -> list[Metric]:

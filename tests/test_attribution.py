@@ -138,6 +138,15 @@ def test_eraser_metrics_on_a_hand_computed_fixture():
     assert record["correct"] == 1
 
 
+def test_hatexplain_keeps_the_toxic_posts_whose_rationales_place(mirror):
+    from harness.data import DataStore
+    from tasks.faithfulness import hatexplain_docs
+
+    docs, dropped = hatexplain_docs(DataStore())
+    assert (len(docs), dropped) == (1102, 40)  # what the protocol states of the mirrored files
+    assert all(d.data["spans"] and max(end for _, end in d.data["spans"]) <= len(d.data["words"]) for d in docs)
+
+
 def test_faithfulness_task_end_to_end(tmp_path, mirror, capsys):
     runs = tmp_path / "runs"
     for technique in ("leave-one-out", "random"):
