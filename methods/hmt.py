@@ -40,7 +40,7 @@ class HMTArgs:
     memories: int = 300  # N, cached memory embeddings searched per segment (paper 300)
     summary: int | None = None  # j; default segment // 2
     checkpoint: str = ""  # zoo model holding trained HMT weights ("" = the run's model)
-    untrained: bool = False  # allow random, untrained memory parameters (ablation)
+    untrained: bool = False  # random, untrained memory parameters, even if the model holds trained ones (ablation)
 
     def __post_init__(self) -> None:
         if self.segment < 2 or not 0 <= self.sensory < self.segment or self.memories < 1:

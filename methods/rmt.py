@@ -24,7 +24,7 @@ class RMTArgs:
     segment: int = 1024  # tokens per segment
     tokens: int = 16  # memory tokens read before and written after each segment
     checkpoint: str = ""  # zoo model holding trained RMT weights ("" = the run's model)
-    untrained: bool = False  # allow random, untrained memory parameters (ablation)
+    untrained: bool = False  # random, untrained memory parameters, even if the model holds trained ones (ablation)
 
     def __post_init__(self) -> None:
         if self.segment < 2 or self.tokens < 1:

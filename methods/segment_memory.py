@@ -59,8 +59,9 @@ class SegmentRecurrentLM(nn.Module):
     def memory_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
-    def stream_loss(self, ids: torch.Tensor, search: bool = True) -> torch.Tensor:
-        """Mean next-token cross-entropy over a (B, T) batch, unrolled segment by segment (BPTT)."""
+    def stream_loss(self, ids: torch.Tensor, search: bool = True, scored: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean next-token cross-entropy over a (B, T) batch, unrolled segment by segment (BPTT);
+        ``scored`` (B, T − 1, bool) picks the targets the mean reads (default: all)."""
         state = self.initial_state(ids.shape[0])
         losses, count = [], 0
         for start in range(0, ids.shape[1] - 1, self.segment):
@@ -68,9 +69,13 @@ class SegmentRecurrentLM(nn.Module):
             targets = ids[:, start + 1 : start + self.segment + 1]
             logits, state = self.forward_segment(chunk, state, search)
             logits = logits[:, : targets.shape[1]]
-            losses.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="sum"))
-            count += targets.numel()
-        return torch.stack(losses).sum() / count
+            token_losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+            if scored is not None:
+                keep = scored[:, start : start + targets.shape[1]].reshape(-1)
+                token_losses = token_losses[keep]
+            losses.append(token_losses.sum())
+            count += token_losses.numel()
+        return torch.stack(losses).sum() / max(1, count)
 
 
 def logits_of(backbone: nn.Module, embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +104,10 @@ class SegmentMemoryMethod(Method):
         super().__init__(model, args, options)
         self.lm = CausalLM(model, self.cost, 1, None, options.seed, False)
         self.wrapper = self.build(model.model, args).to(model.device)
-        folder = memory_folder(model, args.checkpoint)
+        if args.untrained and args.checkpoint:
+            raise ArgumentError("untrained=true runs random memory: it takes no checkpoint")
+        # untrained=true is the ablation: random memory even around a backbone trained with its own.
+        folder = None if args.untrained else memory_folder(model, args.checkpoint)
         self.trained_from = None
         if folder is not None:
             meta = zoo.recipe(folder) or {}

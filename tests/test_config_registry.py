@@ -126,7 +126,7 @@ def test_ls_describes_one_task_or_method_and_the_matrix_marks_adaptable_pairs(ca
     assert cli("ls", "task") == 2 and cli("ls", "method", "nope") == 2
     capsys.readouterr()
     assert cli("ls", "models") == 0
-    kinds = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[2:] if line.startswith("tiny-")}
+    kinds = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[2:] if line.startswith("tiny-random-")}
     assert kinds == {"tiny-random-llama": "causal-lm", "tiny-random-llava": "image-text-to-text", "tiny-random-reward": "sequence-classifier"}
 
 

@@ -129,3 +129,57 @@ def test_a_named_recipe_keeps_its_own_zoo_name_and_the_default_digest():
     assert named.digest() == default.digest() != MemoryTrainSpec(kind="hmt", full=True).digest()
     with pytest.raises(ArgumentError, match="--name must be"):
         MemoryTrainSpec(kind="hmt", zoo_name="../escape")
+
+
+def test_recall_items_hold_the_key_in_segment_one_and_ask_for_it_at_the_end_of_the_last(tiny):
+    from tasks.memory_recall import MemoryRecall, MemoryRecallConfig
+
+    task = MemoryRecall(MemoryRecallConfig(segment=16, segments=3, items=20, choices=8))
+    docs = task.load_docs(None)
+    assert [d.data for d in docs] == [d.data for d in task.load_docs(None)]  # drawn from item_seed alone
+    assert [d.data for d in docs] != [d.data for d in MemoryRecall(MemoryRecallConfig(segment=16, items=20, item_seed=1)).load_docs(None)]
+    for doc in docs:
+        context, key = doc.data["context"], doc.data["key"]
+        stream = [tiny.prefix_token_id, *tiny.tokenizer.encode(context, add_special_tokens=False), *tiny.tokenizer.encode(key, add_special_tokens=False)]
+        assert len(stream) == 3 * 16 and context[1] == key and context.endswith("?")  # byte tokens: key at 2, answer at 47
+        assert len(set(doc.data["distractors"])) == 7 and key not in doc.data["distractors"]
+    assert {d.data["key"] for d in docs} <= set("ABCDEFGH")
+    for bad in ({"segments": 2}, {"choices": 9}, {"segment": 4}):
+        with pytest.raises(ValueError):
+            MemoryRecallConfig(**bad)
+
+
+def test_trained_memory_recalls_a_key_a_window_cannot_see(tmp_path, monkeypatch, mirror):
+    """Issue 25's check, small: HMT trained on recall with ``harness train hmt --data recall``
+    answers a key shown two segments back; the sliding window on the same backbone is at chance."""
+    from training.memory import MemoryTrainSpec, train_memory
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    spec = MemoryTrainSpec(kind="hmt", model="tiny-random-llama", data="recall", segment=8, sensory=2, memories=4, stage1_steps=300,
+                           stage2_steps=300, unroll=3, full=True, lora_r=0, batch=8, learning_rate=3e-4, recall_alphabet=4)
+    name = train_memory(spec, DataStore(mirror), show_progress=False)
+    runs = tmp_path / "runs"
+    task = ["--task", "memory-recall", "--task-arg", "segment=8", "--task-arg", "alphabet=4", "--task-arg", "choices=4",
+            "--task-arg", "items=64", "--model", name, "--quiet", "--output-dir", runs]
+    hmt = ["--method", "hmt", "--method-arg", "segment=8", "--method-arg", "sensory=2", "--method-arg", "memories=4"]
+    accuracy = {}
+    for label, method in (("hmt", hmt), ("window", ["--method", "sliding-window", "--method-arg", "window=8"])):
+        before = set(runs.iterdir()) if runs.exists() else set()
+        assert cli("run", *task, *method) == 0
+        (run,) = set(runs.iterdir()) - before - {runs / "index.sqlite"}
+        accuracy[label] = json.loads((run / "results.json").read_text())["metrics"]["key_accuracy"]["value"]
+    assert accuracy["hmt"] >= 0.9 and accuracy["window"] <= 0.45, accuracy
+    meta = json.loads((tmp_path / "cache" / "zoo" / name / "harness_zoo.json").read_text())
+    assert meta["data"]["source"].startswith("synthetic recall") and meta["recipe"]["data"] == "recall"
+
+
+def test_fields_added_later_keep_the_digests_of_models_trained_before_them():
+    from training.memory import MemoryTrainSpec
+
+    # smollm2-135m-instruct-hmt-L256's recipe, trained before batch and the recall data existed
+    before = MemoryTrainSpec(kind="hmt", segment=256, sensory=32, memories=300, stage1_steps=100, stage2_steps=100)
+    assert before.digest() == "5a67674a2ca83d04"
+    assert MemoryTrainSpec(kind="hmt", segment=256, batch=2).digest() != before.digest()
+    assert MemoryTrainSpec(kind="hmt", segment=256, data="recall").digest() != before.digest()
+    with pytest.raises(ArgumentError, match="recall data"):
+        MemoryTrainSpec(kind="hmt", segment=8, data="recall", recall_key_length=4)

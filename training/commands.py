@@ -41,7 +41,7 @@ def add_parsers(sub: Any) -> None:
     compress.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     compress.add_argument("--quiet", action="store_true")
 
-    train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation), hmt, rmt, reward-model")
+    train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation), hmt, rmt, reward-model, dpo, mdpo")
     which = train.add_subparsers(dest="trainer", required=True)
     distil = which.add_parser("distilrr", help="distil a teacher's code repairs into a student (LoRA)")
     distil.add_argument("--teacher", required=True, help="zoo model that writes rationales and fixes")
@@ -75,7 +75,7 @@ def add_parsers(sub: Any) -> None:
     reward.add_argument("--data-dir", default=None)
     reward.add_argument("--quiet", action="store_true")
     for kind, what in (("hmt", "HMT memory (sensory + memory embedding + search)"), ("rmt", "RMT memory tokens")):
-        memory = which.add_parser(kind, help=f"train {what} around a zoo model on PG-19 train books (two-stage BPTT)")
+        memory = which.add_parser(kind, help=f"train {what} around a zoo model on PG-19 train books or synthetic recall (two-stage BPTT)")
         memory.add_argument("--model", default=DEFAULT_MODEL)
         memory.add_argument("--segment", type=int, default=256, help="segment length L (paper 1024)")
         if kind == "hmt":
@@ -90,11 +90,41 @@ def add_parsers(sub: Any) -> None:
         memory.add_argument("--learning-rate", type=float, default=1e-4)
         memory.add_argument("--lora-r", type=int, default=8, help="LoRA rank on the backbone; 0 = train the memory only")
         memory.add_argument("--full", action="store_true", help="fine-tune the whole backbone")
+        memory.add_argument("--batch", type=int, default=1, help="sequences per step")
+        memory.add_argument("--data", choices=("pg19", "recall"), default="pg19",
+                            help="PG-19 train books, or synthetic key recall (the memory check; byte-level tokenizers)")
+        memory.add_argument("--recall-key-length", type=int, default=1, help="recall: key letters")
+        memory.add_argument("--recall-alphabet", type=int, default=8, help="recall: key letters come from the first this-many capitals")
         memory.add_argument("--seed", type=int, default=0)
         memory.add_argument("--save-every", type=int, default=20)
         memory.add_argument("--name", default="", help=f"zoo name of the result (default <model>-{kind}-L<segment>)")
         memory.add_argument("--data-dir", default=None)
         memory.add_argument("--quiet", action="store_true")
+    for objective, what in (("dpo", "DPO (TRL) with a frozen reference"),
+                            ("mdpo", "mDPO: DPO plus the conditional (corrupted image / passage) and anchor terms")):
+        prefs = which.add_parser(objective, help=f"{what}, on preference pairs with an image or a passage (LoRA)")
+        prefs.add_argument("--model", default=DEFAULT_MODEL, help="zoo model: image-text-to-text for image rows, a causal LM for passages")
+        prefs.add_argument("--data", required=True, help="JSON / JSONL rows: prompt, chosen, rejected and img_path (or image) or "
+                           "context; or 'pubmedqa' (pairs from the PQA-L items outside the test split)")
+        prefs.add_argument("--data-dir", default=None, help="local data mirror (for --data pubmedqa); default $HARNESS_DATA_DIR")
+        if objective == "mdpo":
+            prefs.add_argument("--conditional", choices=("true", "false"), default="true", help="the conditional term (ablation: false)")
+            prefs.add_argument("--anchor", choices=("true", "false"), default="true", help="the anchor term (ablation: false)")
+            prefs.add_argument("--delta", type=float, default=0.0, help="anchor margin δ")
+        prefs.add_argument("--beta", type=float, default=0.1)
+        prefs.add_argument("--lora-r", type=int, default=64, help="LoRA rank; 0 = train the whole model")
+        prefs.add_argument("--lora-alpha", type=int, default=128)
+        prefs.add_argument("--learning-rate", type=float, default=1e-5)
+        prefs.add_argument("--batch-size", type=int, default=32, help="pairs per optimizer step")
+        prefs.add_argument("--device-batch", type=int, default=4, help="pairs per forward pass (divides --batch-size)")
+        prefs.add_argument("--epochs", type=int, default=3)
+        prefs.add_argument("--max-length", type=int, default=1024)
+        prefs.add_argument("--blank-context", action="store_true", help="the 'no image' control: train with the image / passage removed")
+        prefs.add_argument("--limit", type=int, default=None, help="train on the first N rows")
+        prefs.add_argument("--save-every", type=int, default=50)
+        prefs.add_argument("--seed", type=int, default=0)
+        prefs.add_argument("--name", default="", help=f"zoo name of the result (default <model>-{objective}[-no<term>][-blank])")
+        prefs.add_argument("--quiet", action="store_true")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -105,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_memory(args)
     if args.trainer == "reward-model":
         return _train_reward_model(args)
+    if args.trainer in ("dpo", "mdpo"):
+        return _train_preference(args)
 
     for role in ("teacher", "student"):
         if getattr(args, role) not in zoo.zoo():
@@ -119,6 +151,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_preference(args: argparse.Namespace) -> int:
+    from training.preference import PreferenceSpec, train_preference
+
+    if args.model not in zoo.zoo():
+        raise ArgumentError(f"--model must be a zoo model (harness ls models); got '{args.model}'")
+    terms = {"conditional": args.conditional == "true", "anchor": args.anchor == "true", "delta": args.delta} if args.trainer == "mdpo" else {}
+    spec = PreferenceSpec(objective=args.trainer, model=args.model, data=args.data, beta=args.beta, lora_r=args.lora_r,
+                          lora_alpha=args.lora_alpha, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                          device_batch=args.device_batch, epochs=args.epochs, max_length=args.max_length,
+                          blank_context=args.blank_context, limit=args.limit, save_every=args.save_every, seed=args.seed,
+                          name=args.name, **terms)
+    from harness.data import DataStore
+
+    name = train_preference(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    print(f"zoo model: {name}  (use --model {name})")
+    return 0
+
+
 def _train_memory(args: argparse.Namespace) -> int:
     from harness.data import DataStore
     from training.memory import MemoryTrainSpec, train_memory
@@ -130,7 +180,8 @@ def _train_memory(args: argparse.Namespace) -> int:
     spec = MemoryTrainSpec(kind=args.trainer, model=args.model, segment=args.segment, stage1_steps=args.stage1_steps,
                            stage2_steps=args.stage2_steps, unroll=args.unroll, learning_rate=args.learning_rate,
                            lora_r=args.lora_r, full=args.full, seed=args.seed, save_every=args.save_every,
-                           zoo_name=args.name, **extra)
+                           zoo_name=args.name, batch=args.batch, data=args.data, recall_key_length=args.recall_key_length,
+                           recall_alphabet=args.recall_alphabet, **extra)
     name = train_memory(spec, DataStore(args.data_dir), show_progress=not args.quiet)
     print(f"zoo model: {name}  (use --model {name} --method {args.trainer} --method-arg segment={args.segment})")
     return 0

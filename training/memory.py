@@ -1,9 +1,14 @@
 """``harness train hmt`` / ``harness train rmt``: train segment memory around a zoo model on
-PG-19 training books (HMT, He et al.; PAPERS.md §1).
+PG-19 training books or on synthetic recall (HMT, He et al.; PAPERS.md §1).
 
-Data: the PG-19 *train* books in the mirror (``pg19/train``; Gutenberg boilerplate removed as
-in ``tasks/pg19.py``); never the test books. Each step draws, with a seed derived from the run
-seed and the step, a book and an offset, and takes ``unroll × segment + 1`` tokens.
+Data (``--data``):
+- ``pg19`` (default): the PG-19 *train* books in the mirror (``pg19/train``; Gutenberg
+  boilerplate removed as in ``tasks/pg19.py``); never the test books. Each step draws, with a
+  seed derived from the run seed and the step, ``batch`` (book, offset) pairs, and takes
+  ``unroll × segment + 1`` tokens from each.
+- ``recall``: the ``memory-recall`` task's generator (a key at the start of segment 1, asked for
+  at the end of the last segment; other draws than the task's items), the loss on the answer's
+  key tokens only — the check that memory can carry information at all, on a tiny model.
 
 The paper's two stages, as BPTT through the segment recurrence:
 - stage 1 (``--stage1-steps``): 2 segments, no memory search (HMT's memory prompt is the last
@@ -24,16 +29,18 @@ import random
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
 from harness import models, zoo
+from harness.config import ADDED_LATER, added_later
 from harness.data import DataStore
 from harness.errors import ArgumentError, DataCorruptError
 from harness.store import now
 from methods.segment_memory import MEMORY_FILE
+from tasks.memory_recall import RecallLayout
 from tasks.pg19 import strip_gutenberg
 from training import lora
 
@@ -56,12 +63,23 @@ class MemoryTrainSpec:
     seed: int = 0
     save_every: int = 20
     zoo_name: str = ""  # default <model>-<kind>-L<segment>; name another recipe's model so both are kept
+    batch: int = added_later(1)  # sequences per step
+    data: Literal["pg19", "recall"] = added_later("pg19")  # PG-19 train books, or synthetic recall
+    recall_key_length: int = added_later(1)  # recall: key letters
+    recall_alphabet: int = added_later(8)  # recall: key letters come from the first this-many capitals
 
     def __post_init__(self) -> None:
         if self.kind not in ("hmt", "rmt"):
             raise ArgumentError(f"unknown memory kind '{self.kind}'")
-        if self.segment < 8 or self.unroll < 2 or self.stage1_steps < 0 or self.stage2_steps < 0:
-            raise ArgumentError("need segment >= 8, unroll >= 2 and non-negative step counts")
+        if self.data not in ("pg19", "recall"):
+            raise ArgumentError(f"unknown training data '{self.data}' (pg19 or recall)")
+        if self.segment < 8 or self.unroll < 2 or self.stage1_steps < 0 or self.stage2_steps < 0 or self.batch < 1:
+            raise ArgumentError("need segment >= 8, unroll >= 2, batch >= 1 and non-negative step counts")
+        if self.data == "recall":
+            try:
+                self.recall_layout(2)
+            except ValueError as error:
+                raise ArgumentError(f"recall data: {error}") from None
         if self.stage1_steps + self.stage2_steps == 0:
             raise ArgumentError("nothing to train: both stages have 0 steps")
         if self.zoo_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.zoo_name):
@@ -72,8 +90,14 @@ class MemoryTrainSpec:
         return self.zoo_name or f"{self.model}-{self.kind}-L{self.segment}"
 
     def digest(self) -> str:
-        recipe = {k: v for k, v in asdict(self).items() if k != "zoo_name"}  # the name does not shape the weights
+        # The name does not shape the weights; fields added later count only away from their
+        # defaults, so models trained before they existed still match their recipe.
+        later = {f.name: f.default for f in fields(self) if f.metadata.get(ADDED_LATER)}
+        recipe = {k: v for k, v in asdict(self).items() if k != "zoo_name" and not (k in later and v == later[k])}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+    def recall_layout(self, segments: int) -> RecallLayout:
+        return RecallLayout(self.segment, segments, self.recall_key_length, self.recall_alphabet)
 
     def method_args(self) -> dict:
         if self.kind == "hmt":
@@ -94,6 +118,34 @@ def training_books(data: DataStore) -> list[tuple[str, str]]:
     return books
 
 
+def draw_batch(spec: MemoryTrainSpec, step: int, segments: int, books: list[list[int]], loaded: Any) -> tuple[Any, Any]:
+    """A step's (B, segments × segment + 1) token ids and which targets the loss reads (None:
+    all), drawn from a seed of the run seed and the step alone, so resumes draw the same."""
+    import torch
+
+    rng = random.Random(spec.seed * 1_000_003 + step)
+    if spec.data == "pg19":
+        need = segments * spec.segment + 1
+        rows = []
+        for _ in range(spec.batch):
+            book = rng.choice([ids for ids in books if len(ids) > need])
+            offset = rng.randrange(len(book) - need)
+            rows.append(book[offset : offset + need])
+        return torch.tensor(rows, device=loaded.device), None
+    layout = spec.recall_layout(segments)
+    rows, answer = [], []
+    for _ in range(spec.batch):
+        context, key = layout.example(rng)
+        answer = loaded.tokenizer.encode(key, add_special_tokens=False)
+        rows.append([loaded.prefix_token_id, *loaded.tokenizer.encode(context, add_special_tokens=False), *answer])
+    if len({len(row) for row in rows}) > 1:
+        raise ArgumentError(f"recall data needs a tokenizer with one token per character; {spec.model}'s is not")
+    ids = torch.tensor(rows, device=loaded.device)
+    scored = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool, device=ids.device)
+    scored[:, -len(answer):] = True  # the targets that are the answer's key tokens
+    return ids, scored
+
+
 def build_wrapper(spec: MemoryTrainSpec, backbone):
     if spec.kind == "hmt":
         from methods.hmt import HMTArgs, build_hmt
@@ -111,10 +163,10 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
 
     if lora.existing(spec.name, spec.digest()):
         return spec.name
-    books = training_books(data)
+    books = training_books(data) if spec.data == "pg19" else []
     base = models.resolve(spec.model)
     loaded = models.load(base)
-    tokenized = [loaded.tokenizer.encode(text, add_special_tokens=False) for _, text in books]
+    source = [loaded.tokenizer.encode(text, add_special_tokens=False) for _, text in books]
     torch.manual_seed(spec.seed)
     backbone = loaded.model
     if spec.full:
@@ -142,13 +194,8 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     with tqdm(total=total, initial=step, desc=f"train {spec.name}", unit="step", disable=not show_progress) as bar:
         while step < total:
             stage2 = step >= spec.stage1_steps
-            unroll = spec.unroll if stage2 else 2
-            rng = random.Random(spec.seed * 1_000_003 + step)  # the step's sample, independent of resumes
-            need = unroll * spec.segment + 1
-            book = rng.choice([ids for ids in tokenized if len(ids) > need])
-            offset = rng.randrange(len(book) - need)
-            ids = torch.tensor([book[offset : offset + need]], device=loaded.device)
-            loss = wrapper.stream_loss(ids, search=stage2)
+            ids, scored = draw_batch(spec, step, spec.unroll if stage2 else 2, source, loaded)
+            loss = wrapper.stream_loss(ids, search=stage2, scored=scored)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
@@ -172,10 +219,13 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     loaded.tokenizer.save_pretrained(staging)
     torch.save(wrapper.memory_state_dict(), staging / MEMORY_FILE)
     zoo.write_recipe(staging, {
-        "description": f"{spec.model} with {spec.kind.upper()} memory (segment {spec.segment}), trained on PG-19 train books",
+        "description": f"{spec.model} with {spec.kind.upper()} memory (segment {spec.segment}), trained on "
+                       + ("PG-19 train books" if spec.data == "pg19" else "synthetic recall"),
         "method": spec.kind, "memory_config": spec.method_args(), "base_model": spec.model,
         "base_identity": base.identity.as_dict(), "recipe": asdict(spec), "recipe_digest": spec.digest(),
-        "data": {"books": [b for b, _ in books], "source": "pg19/train (Gutenberg boilerplate removed)"},
+        "data": ({"books": [b for b, _ in books], "source": "pg19/train (Gutenberg boilerplate removed)"} if spec.data == "pg19" else
+                 {"source": "synthetic recall (tasks/memory_recall.py), answer tokens scored", "key_length": spec.recall_key_length,
+                  "alphabet": spec.recall_alphabet, "question_segment": {"stage 1": 2, "stage 2": spec.unroll}}),
         "training": {"steps": step, "first_loss": losses[0] if losses else None,
                      "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])), "stage1_final_loss":
                      (sum(losses[max(0, spec.stage1_steps - 10): spec.stage1_steps]) / min(10, spec.stage1_steps)) if spec.stage1_steps else None,

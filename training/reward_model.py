@@ -154,7 +154,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
                  "never_trained_on": "hh_rlhf/harmless-base (evaluation only)"},
         "training": {"steps": trainer.state.global_step, "train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
                      "last_loss": losses[-1] if losses else None, "wall_time_s": time.perf_counter() - began, "finished_at": now(),
-                     "trl_version": _version("trl")},
+                     "trl_version": package_version("trl")},
         "held_out": held,
     }
     zoo.write_recipe(staging, meta)
@@ -195,7 +195,7 @@ def evaluate_held_out(folder: Path, evaluation: dict[str, list[dict[str, Any]]],
     return out
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
