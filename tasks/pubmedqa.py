@@ -16,6 +16,7 @@ classes (bootstrap CI).
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,3 +115,31 @@ class PubMedQA(Task):
             "choices": [f" {c}" for c in CHOICES],
             "scoring": "argmax of summed continuation log-probability (lm-eval 'acc'), zero-shot",
         }
+
+
+# PubMedQA as preference pairs conditioned on the abstract: mDPO's text analogue (PAPERS.md §9),
+# trained on by ``harness train dpo|mdpo --data pubmedqa`` and measured by the ``preference`` task.
+PAIR_PROMPT = "Abstract: {context}\nQuestion: {question}\nAnswer:"
+PAIR_RULE = "chosen = the expert label; rejected = its contradiction (yes<->no; maybe -> yes or no, drawn per item)"
+
+
+def contradiction(label: str, pmid: str) -> str:
+    if label == "maybe":
+        return random.Random(f"pubmedqa-preference/{pmid}").choice(("yes", "no"))
+    return "no" if label == "yes" else "yes"
+
+
+def pair_rows(data: DataStore, split: Literal["train", "test"]) -> list[dict[str, Any]]:
+    """Preference rows (the passage layout of ``harness train dpo|mdpo``) for the PQA-L items
+    outside (``train``) or inside (``test``) the official test split, in file order: the
+    abstract is the passage, the chosen answer the expert label, the rejected its contradiction."""
+    items, test_ids = read_json(data, ITEMS_FILE), set(read_json(data, TEST_FILE))
+    rows = []
+    for pmid, item in items.items():
+        if (pmid in test_ids) != (split == "test"):
+            continue
+        label = item["final_decision"]
+        rows.append({"id": pmid, "context": "\n".join(item["CONTEXTS"]),
+                     "prompt": PAIR_PROMPT.replace("{question}", item["QUESTION"]), "chosen": label,
+                     "rejected": contradiction(label, pmid)})
+    return rows

@@ -155,13 +155,24 @@ def test_a_tiny_llava_trains_with_mdpo_on_drawn_images(tmp_path, monkeypatch):
     assert log[0]["loss"] == pytest.approx(3 * LN2, rel=1e-4) and "mdpo/conditional_loss" in log[0]
     trained = models.load(models.resolve(name))
     assert trained.kind == "image-text-to-text" and trained.processor is not None
+    # The preference task reads the same rows: the answer's log-probability under the image, a
+    # crop of it and a black one.
+    from tests.conftest import cli
+
+    runs = tmp_path / "runs"
+    assert cli("run", "--task", "preference", "--task-arg", f"data={tmp_path / 'prefs.json'}", "--model", name, "--quiet",
+               "--output-dir", runs) == 0
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    metrics = json.loads((run / "results.json").read_text())["metrics"]
+    assert metrics["preference_accuracy"]["n"] == 4 and metrics["condition_reliance"]["value"] != 0
     with pytest.raises(ArgumentError, match="need an image-text-to-text model"):
         train_preference(PreferenceSpec(objective="dpo", model="tiny-random-llama", data=str(tmp_path / "prefs.json"), **TINY),
                          DataStore(None), show_progress=False)
 
 
 def test_pubmedqa_pairs_split_by_the_official_test_ids_and_the_task_measures_reliance(mirror, runs_dir):
-    from tasks.pubmedqa_preference import PubMedQAPreference, pair_rows
+    from tasks.preference import Preference
+    from tasks.pubmedqa import pair_rows
     from tests.conftest import cli
 
     train, test = pair_rows(DataStore(mirror), "train"), pair_rows(DataStore(mirror), "test")
@@ -169,12 +180,12 @@ def test_pubmedqa_pairs_split_by_the_official_test_ids_and_the_task_measures_rel
     for row in train + test:
         assert row["chosen"] in ("yes", "no", "maybe") and row["rejected"] in ("yes", "no") and row["rejected"] != row["chosen"]
         assert row["prompt"].startswith("Abstract: {context}\nQuestion: ") and row["prompt"].endswith("\nAnswer:")
-    doc = PubMedQAPreference().load_docs(DataStore(mirror))[0]
+    doc = Preference().load_docs(DataStore(mirror))[0]
     from harness.task import EvalSettings
 
-    full, rejected, corrupted, blank = PubMedQAPreference().requests(doc, EvalSettings(chat=True, seed=0))
+    full, rejected, corrupted, blank = Preference().requests(doc, EvalSettings(chat=True, seed=0))
     assert full.context == rejected.context and full.context.startswith("Abstract: ") and full.chat
     assert (full.continuation, rejected.continuation) == (doc.data["chosen"], doc.data["rejected"])
     assert len(corrupted.context) < len(full.context) and blank.context.startswith("Abstract: \nQuestion")
-    assert cli("run", "--task", "pubmedqa-preference", "--model", "tiny-random-llama", "--limit", "3", "--quiet",
+    assert cli("run", "--task", "preference", "--model", "tiny-random-llama", "--limit", "3", "--quiet",
                "--output-dir", runs_dir) == 0

@@ -105,7 +105,7 @@ def add_parsers(sub: Any) -> None:
         prefs = which.add_parser(objective, help=f"{what}, on preference pairs with an image or a passage (LoRA)")
         prefs.add_argument("--model", default=DEFAULT_MODEL, help="zoo model: image-text-to-text for image rows, a causal LM for passages")
         prefs.add_argument("--data", required=True, help="JSON / JSONL rows: prompt, chosen, rejected and img_path (or image) or "
-                           "context; or 'pubmedqa' (pairs from the PQA-L items outside the test split)")
+                           "context; or 'pubmedqa' (pairs from the PQA-L items outside the test split) or 'shapes' (drawn shapes)")
         prefs.add_argument("--data-dir", default=None, help="local data mirror (for --data pubmedqa); default $HARNESS_DATA_DIR")
         if objective == "mdpo":
             prefs.add_argument("--conditional", choices=("true", "false"), default="true", help="the conditional term (ablation: false)")

@@ -119,8 +119,9 @@ def training_books(data: DataStore) -> list[tuple[str, str]]:
 
 
 def draw_batch(spec: MemoryTrainSpec, step: int, segments: int, books: list[list[int]], loaded: Any) -> tuple[Any, Any]:
-    """A step's (B, segments × segment + 1) token ids and which targets the loss reads (None:
-    all), drawn from a seed of the run seed and the step alone, so resumes draw the same."""
+    """A step's token ids, (B, segments × segment + 1) of books or (B, segments × segment) of
+    recall items, and which targets the loss reads (None: all); drawn from a seed of the run
+    seed and the step alone, so resumes draw the same."""
     import torch
 
     rng = random.Random(spec.seed * 1_000_003 + step)

@@ -21,7 +21,8 @@ The condition ``m`` is an image or, for text-only models, a passage:
   the passage at its ``{context}`` (else the passage, a blank line and the prompt); the
   corruption keeps a random contiguous 1–20% of the passage's words, drawn the same way
   (``training.passages``). ``--data pubmedqa`` builds such rows from the 500 PQA-L items
-  outside PubMedQA's test split (``tasks.pubmedqa_preference``).
+  outside PubMedQA's test split (``tasks.pubmedqa.pair_rows``), and ``--data shapes`` image rows of
+  drawn shapes (``training.shapes``); the ``preference`` task measures models on held-out rows.
 ``blank_context=true`` trains with the image (a black one) or passage removed: the paper's
 "no image" control.
 
@@ -57,7 +58,7 @@ CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's default aspect ratios
 class PreferenceSpec:
     objective: Literal["dpo", "mdpo"]
     model: str
-    data: str  # a JSON / JSONL file of preference rows (see the module docstring), or "pubmedqa"
+    data: str  # a JSON / JSONL file of preference rows (see the module docstring), "pubmedqa" or "shapes"
     conditional: bool = True  # mdpo: the conditional (corrupted image / passage) term
     anchor: bool = True  # mdpo: the anchor term
     beta: float = 0.1
@@ -373,10 +374,15 @@ def build_trainer(spec: PreferenceSpec, rows: list[dict[str, Any]], folder: Path
 def preference_rows(spec: PreferenceSpec, data: DataStore) -> tuple[list[dict[str, Any]], Path, dict[str, Any]]:
     """(the rows ``spec.data`` names, the folder their images are relative to, what they are)."""
     if spec.data == "pubmedqa":
-        from tasks.pubmedqa_preference import RULE, pair_rows
+        from tasks.pubmedqa import PAIR_RULE, pair_rows
 
         rows = pair_rows(data, "train")[: spec.limit]
-        return rows, Path.cwd(), {"source": "pubmedqa: PQA-L items outside the official test split", "rule": RULE}
+        return rows, Path.cwd(), {"source": "pubmedqa: PQA-L items outside the official test split", "rule": PAIR_RULE}
+    if spec.data == "shapes":
+        from training.shapes import default_set
+
+        path = default_set() / "train.json"
+        return read_rows(path, spec.limit), path.parent, {"source": "shapes: drawn shapes with right and wrong captions (training.shapes)"}
     path = Path(spec.data).expanduser().resolve()
     return read_rows(path, spec.limit), path.parent, {"path": str(path), "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
@@ -387,7 +393,11 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
     from training.reward_model import package_version
 
     rows, folder, source = preference_rows(spec, data)
-    data_sha256 = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    content = hashlib.sha256(json.dumps(rows, sort_keys=True).encode())
+    for row in rows:
+        if "image" in row:  # the pixels shape the weights as much as the text does
+            content.update((folder / row["image"]).read_bytes())
+    data_sha256 = content.hexdigest()
     digest = spec.digest(data_sha256)
     if existing(spec.zoo_name, digest):
         return spec.zoo_name
