@@ -67,6 +67,9 @@ def test_each_term_is_ln2_at_initialisation_and_the_loss_matches_a_hand_computat
     by_hand = (-F.logsigmoid(beta * (chosen - rejected)).mean() - F.logsigmoid(beta * (chosen - condition)).mean()
                - F.logsigmoid(beta * chosen).mean())
     assert loss == pytest.approx(float(by_hand), rel=1e-4) and loss != pytest.approx(3 * LN2, rel=1e-3)
+    with pytest.warns(FutureWarning):  # TRL's evaluation path asks for the outputs too
+        with_outputs, _ = trainer.compute_loss(model, dict(batch), return_outputs=True)
+    assert float(with_outputs) == pytest.approx(loss, rel=1e-6)
     # The corrupted rows hold the chosen answers after a shorter passage.
     assert torch.equal(batch["corrupted"]["completion_mask"].sum(1), batch["completion_mask"].chunk(2)[0].sum(1))
     assert (batch["corrupted"]["attention_mask"].sum(1) < batch["attention_mask"].chunk(2)[0].sum(1)).all()

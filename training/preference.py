@@ -278,13 +278,20 @@ def mdpo_trainer_class() -> type:
             # DPO's forward passes (the policy's, then the reference's unless precomputed) are
             # captured rather than run again: TRL keeps the per-sequence log-probs to itself.
             captured: list[torch.Tensor] = []
+
+            def capture(_module, _args, out) -> None:
+                # A wrapper and the module it wraps both report one call: keep it once.
+                if getattr(out, "log_probs", None) is not None and not (captured and captured[-1] is out.log_probs):
+                    captured.append(out.log_probs)
+
             watched = {id(m): m for m in (model, self.model, self.ref_model) if m is not None}.values()
-            hooks = [m.register_forward_hook(lambda _m, _a, out: captured.append(out.log_probs)) for m in watched]
+            hooks = [m.register_forward_hook(capture) for m in watched]
             try:
-                loss = super()._compute_loss(model, inputs, return_outputs=False)
+                result = super()._compute_loss(model, inputs, return_outputs)
             finally:
                 for hook in hooks:
                     hook.remove()
+            loss = result[0] if return_outputs else result
             seq_len = inputs["completion_mask"].shape[1] - 1
             policy_chosen = captured[0][:, -seq_len:].sum(dim=1).chunk(2)[0]
             ref_chosen = inputs["ref_chosen_logps"] if self.precompute_ref_logps else captured[1][:, -seq_len:].sum(dim=1).chunk(2)[0]
@@ -304,7 +311,7 @@ def mdpo_trainer_class() -> type:
                 anchor = -F.logsigmoid(self.beta * chosen_reward - self.delta).mean()
                 loss = loss + anchor
                 self._metrics[mode]["mdpo/anchor_loss"].append(anchor.item())
-            return loss
+            return (loss, result[1]) if return_outputs else loss
 
         def _chosen_logps(self, model, batch: dict[str, Any]) -> tuple[Any, Any]:
             """Summed completion log-probs of a batch of chosen answers: (policy, reference)."""
