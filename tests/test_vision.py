@@ -95,3 +95,74 @@ def test_a_second_model_loads_like_the_runs_model_unless_told_otherwise():
     assert judge.identity.dtype == "bfloat16" and judge.model.dtype == torch.bfloat16 and judge.device == run_model.device
     assert models.load_auxiliary("tiny-random-reward", like=run_model, dtype="float32").model.dtype == torch.float32
     assert models.load_auxiliary("tiny-random-reward").identity.dtype == "float32"  # no run model: the CPU default
+
+
+def test_an_original_layout_llava_converts_to_the_same_model(llava, tmp_path, monkeypatch):
+    """``harness convert llava``: the tiny LLaVA written back in the original LLaVA layout
+    (``LlavaLlamaForCausalLM`` keys and config, no ``<image>`` token, the vision tower in its own
+    CLIP folder, as LLaVA-1.5 releases are) converts to a model with the same language model and
+    the same image features."""
+    import json
+
+    import torch
+    from transformers import CLIPVisionModel
+
+    from harness import zoo
+    from harness.tiny_models import byte_tokenizer
+    from methods.base import BaseArgs, BaseMethod
+    from tests.conftest import cli
+
+    monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "zoo")
+    source = llava.model
+    tokenizer = byte_tokenizer()
+    vocab = len(tokenizer)  # without <image>
+    original, tower = {}, {}
+    for key, value in source.state_dict().items():
+        if key.startswith("model.vision_tower."):
+            tower[key.removeprefix("model.vision_tower.")] = value
+        elif key.startswith("model.multi_modal_projector.linear_"):
+            index, rest = key.removeprefix("model.multi_modal_projector.linear_").split(".", 1)
+            original[f"model.mm_projector.{ {'1': 0, '2': 2}[index] }.{rest}"] = value
+        elif key.startswith("model.language_model."):
+            original["model." + key.removeprefix("model.language_model.")] = value
+        else:
+            original[key] = value
+    original["model.embed_tokens.weight"] = original["model.embed_tokens.weight"][:vocab].clone()
+    original["lm_head.weight"] = original["lm_head.weight"][:vocab].clone()
+    checkpoint = tmp_path / "math-llava-tiny"
+    checkpoint.mkdir()
+    torch.save(original, checkpoint / "pytorch_model.bin")
+    tokenizer.save_pretrained(checkpoint)
+    config = source.config.text_config.to_dict() | {"vocab_size": vocab, "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama",
+                                                    "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_projector_type": "mlp2x_gelu",
+                                                    "mm_hidden_size": 32, "mm_vision_select_layer": source.config.vision_feature_layer,
+                                                    "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad"}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    vision = tmp_path / "clip"
+    clip = CLIPVisionModel(source.config.vision_config)
+    clip.load_state_dict(tower)
+    clip.save_pretrained(vision)
+    llava.processor.image_processor.save_pretrained(vision)
+
+    assert cli("convert", "llava", "--checkpoint", checkpoint, "--name", "tiny-converted") == 2  # no vision tower
+    assert cli("convert", "llava", "--checkpoint", checkpoint, "--vision-tower", vision, "--name", "tiny-converted", "--quiet") == 0
+    converted = models.load(models.resolve("tiny-converted"))
+    assert converted.kind == "image-text-to-text" and converted.processor.tokenizer.convert_tokens_to_ids("<image>") == vocab
+    ids = torch.tensor([tokenizer.encode("a short caption of the picture")])
+    with torch.no_grad():
+        assert torch.allclose(converted.model(input_ids=ids).logits[..., :vocab], source(input_ids=ids).logits[..., :vocab], atol=1e-5)
+        pixels = llava.processor.image_processor(Image.new("RGB", (28, 28), "red"), return_tensors="pt")["pixel_values"]
+        features = converted.model.get_image_features(pixel_values=pixels)
+        expected = source.get_image_features(pixel_values=pixels)
+        assert torch.allclose(_image_features(features), _image_features(expected), atol=1e-5)
+    method = BaseMethod(converted, BaseArgs(), MethodOptions(show_progress=False))
+    (answer,) = method.generate([GenerateRequest("What colour is it?", max_new_tokens=3, chat=True, images=(Image.new("RGB", (28, 28), "red"),))])
+    assert answer.n_tokens <= 3
+
+
+def _image_features(output):
+    """The projected image features as one tensor, whichever shape this transformers returns."""
+    import torch
+
+    features = getattr(output, "pooler_output", output)
+    return torch.cat([f.reshape(-1, f.shape[-1]) for f in features]) if isinstance(features, (list, tuple)) else features

@@ -1,4 +1,4 @@
-"""Command-line verbs that make models: ``harness attack``. Wired into ``harness.cli``."""
+"""Command-line verbs that make models: ``harness attack``, ``compress``, ``convert``, ``train``. Wired into ``harness.cli``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def add_parsers(sub: Any) -> None:
     compress.add_argument("--name", default="", help="zoo name of the result (default <model>-<prune><sparsity%%>)")
     compress.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     compress.add_argument("--quiet", action="store_true")
+
+    convert = sub.add_parser("convert", help="make a checkpoint of another layout loadable: llava (original LLaVA -> transformers Llava)")
+    convert.add_argument("layout", choices=("llava",))
+    convert.add_argument("--checkpoint", required=True, help="folder of the original-layout checkpoint (config.json with mm_ fields, weights, tokenizer)")
+    convert.add_argument("--vision-tower", default=None, help="local CLIP vision model folder (config, image processor, weights)")
+    convert.add_argument("--name", default="", help="zoo name of the result (default <checkpoint folder>-hf)")
+    convert.add_argument("--seed", type=int, default=0, help="draws the embeddings of the added tokens")
 
     train = sub.add_parser("train", help="train a method's model: distilrr (code repair distillation), hmt, rmt, reward-model, dpo, mdpo")
     which = train.add_subparsers(dest="trainer", required=True)
@@ -235,4 +242,21 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"attack": cmd_attack, "train": cmd_train, "compress": cmd_compress}
+def cmd_convert(args: argparse.Namespace) -> int:
+    import re
+    from pathlib import Path
+
+    from training.convert import convert_llava
+
+    checkpoint = Path(args.checkpoint).expanduser()
+    if not checkpoint.is_dir():
+        raise ArgumentError(f"--checkpoint must be a folder; got '{args.checkpoint}'")
+    name = args.name or f"{checkpoint.name}-hf"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ArgumentError(f"--name must be letters, digits, '.', '_' or '-'; got '{name}'")
+    vision = Path(args.vision_tower).expanduser() if args.vision_tower else None
+    print(f"zoo model: {convert_llava(checkpoint, vision, name, args.seed)}  (use --model {name})")
+    return 0
+
+
+HANDLERS = {"attack": cmd_attack, "train": cmd_train, "compress": cmd_compress, "convert": cmd_convert}
