@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -141,6 +142,30 @@ def recipe_file(model: str | Path) -> Path:
 def write_recipe(folder: Path, made: dict[str, Any]) -> None:
     """Write a made model's recipe into its (staging) folder, atomically."""
     atomic_write_json(folder / RECIPE_FILE, made)
+
+
+def check_local_name(name: str) -> str:
+    """``name`` if it can name a local zoo model (a folder under ``local_zoo_dir``), else one clear error."""
+    from harness.errors import ArgumentError
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ArgumentError(f"--name must be letters, digits, '.', '_' or '-'; got '{name}'")
+    return name
+
+
+def install(staging: Path, name: str, made: dict[str, Any], work: Path | None = None) -> str:
+    """Write a made model's recipe into its staging folder and move it into place as the local
+    zoo model ``name`` (replacing an older one), then drop the training work folder."""
+    import shutil
+
+    write_recipe(staging, made)
+    final = local_zoo_dir() / name
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    return name
 
 
 def _hash_cache_path() -> Path:

@@ -243,7 +243,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    import re
     from pathlib import Path
 
     from training.convert import convert_llava
@@ -251,9 +250,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint).expanduser()
     if not checkpoint.is_dir():
         raise ArgumentError(f"--checkpoint must be a folder; got '{args.checkpoint}'")
-    name = args.name or f"{checkpoint.name}-hf"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ArgumentError(f"--name must be letters, digits, '.', '_' or '-'; got '{name}'")
+    name = zoo.check_local_name(args.name or f"{checkpoint.name}-hf")
     vision = Path(args.vision_tower).expanduser() if args.vision_tower else None
     print(f"zoo model: {convert_llava(checkpoint, vision, name, args.seed)}  (use --model {name})")
     return 0

@@ -123,8 +123,11 @@ def convert_llava(checkpoint: Path, vision_tower: Path | None, name: str, seed: 
                          vision_feature_select_strategy=SELECT_STRATEGY[original.get("mm_vision_select_feature", "patch")],
                          image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), projector_hidden_act="gelu")
     config.pad_token_id = tokenizer.pad_token_id
-    model = LlavaForConditionalGeneration(config)
-    model.load_state_dict(renamed(weights, vision), strict=True)
+    # Built on the meta device and filled with the checkpoint's tensors, as the official script
+    # does: a random initialisation of a 13B model first would cost minutes and twice the memory.
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    model.load_state_dict(renamed(weights, vision), strict=True, assign=True)
 
     # The official script's initialisation of the rows added for <image> (and <pad>).
     generator = torch.Generator().manual_seed(seed)
@@ -149,11 +152,12 @@ def convert_llava(checkpoint: Path, vision_tower: Path | None, name: str, seed: 
         shutil.rmtree(staging)
     model.save_pretrained(staging)
     processor.save_pretrained(staging)
+    # Per-file hashes, remembered by the zoo's hash cache: a 13B checkpoint is not read twice.
     digest = hashlib.sha256()
     for file in sorted(checkpoint.glob("*")):
         if file.is_file():
-            digest.update(file.name.encode() + file.read_bytes())
-    zoo.write_recipe(staging, {
+            digest.update(f"{file.name}:{zoo.cached_sha256(file)}".encode())
+    return zoo.install(staging, name, {
         "description": f"{checkpoint.name} converted from the original LLaVA layout to transformers' Llava",
         "model_kind": "image-text-to-text", "method": "base",
         "recipe": {"checkpoint": str(checkpoint), "vision_tower": str(vision_tower), "seed": seed},
@@ -162,8 +166,3 @@ def convert_llava(checkpoint: Path, vision_tower: Path | None, name: str, seed: 
                  "vision_feature_layer": config.vision_feature_layer, "select": config.vision_feature_select_strategy},
         "training": {"finished_at": now()},
     })
-    final = zoo.local_zoo_dir() / name
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    return name

@@ -149,10 +149,4 @@ def train_lora(
                      "first_loss": losses[0] if losses else None, "wall_time_s": time.perf_counter() - began,
                      "finished_at": now()},
     }
-    zoo.write_recipe(staging, meta)
-    final = zoo.local_zoo_dir() / name
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    shutil.rmtree(work, ignore_errors=True)
-    return name
+    return zoo.install(staging, name, meta, work)

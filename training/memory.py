@@ -26,16 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
 from harness import models, zoo
-from harness.config import ADDED_LATER, added_later
+from harness.config import added_later, to_dict
 from harness.data import DataStore
 from harness.errors import ArgumentError, DataCorruptError
 from harness.store import now
@@ -82,8 +81,8 @@ class MemoryTrainSpec:
                 raise ArgumentError(f"recall data: {error}") from None
         if self.stage1_steps + self.stage2_steps == 0:
             raise ArgumentError("nothing to train: both stages have 0 steps")
-        if self.zoo_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.zoo_name):
-            raise ArgumentError(f"--name must be letters, digits, '.', '_' or '-'; got '{self.zoo_name}'")
+        if self.zoo_name:
+            zoo.check_local_name(self.zoo_name)
 
     @property
     def name(self) -> str:
@@ -92,8 +91,7 @@ class MemoryTrainSpec:
     def digest(self) -> str:
         # The name does not shape the weights; fields added later count only away from their
         # defaults, so models trained before they existed still match their recipe.
-        later = {f.name: f.default for f in fields(self) if f.metadata.get(ADDED_LATER)}
-        recipe = {k: v for k, v in asdict(self).items() if k != "zoo_name" and not (k in later and v == later[k])}
+        recipe = {k: v for k, v in to_dict(self).items() if k != "zoo_name"}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
     def recall_layout(self, segments: int) -> RecallLayout:
@@ -127,9 +125,10 @@ def draw_batch(spec: MemoryTrainSpec, step: int, segments: int, books: list[list
     rng = random.Random(spec.seed * 1_000_003 + step)
     if spec.data == "pg19":
         need = segments * spec.segment + 1
+        long_enough = [ids for ids in books if len(ids) > need]
         rows = []
         for _ in range(spec.batch):
-            book = rng.choice([ids for ids in books if len(ids) > need])
+            book = rng.choice(long_enough)
             offset = rng.randrange(len(book) - need)
             rows.append(book[offset : offset + need])
         return torch.tensor(rows, device=loaded.device), None
@@ -219,7 +218,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     merged.save_pretrained(staging)
     loaded.tokenizer.save_pretrained(staging)
     torch.save(wrapper.memory_state_dict(), staging / MEMORY_FILE)
-    zoo.write_recipe(staging, {
+    return zoo.install(staging, spec.name, {
         "description": f"{spec.model} with {spec.kind.upper()} memory (segment {spec.segment}), trained on "
                        + ("PG-19 train books" if spec.data == "pg19" else "synthetic recall"),
         "method": spec.kind, "memory_config": spec.method_args(), "base_model": spec.model,
@@ -231,10 +230,4 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
                      "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])), "stage1_final_loss":
                      (sum(losses[max(0, spec.stage1_steps - 10): spec.stage1_steps]) / min(10, spec.stage1_steps)) if spec.stage1_steps else None,
                      "wall_time_s": time.perf_counter() - began, "finished_at": now()},
-    })
-    final = zoo.local_zoo_dir() / spec.name
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    shutil.rmtree(work, ignore_errors=True)
-    return spec.name
+    }, work)

@@ -83,6 +83,8 @@ class PreferenceSpec:
             raise ArgumentError("batch_size must be a positive multiple of device_batch")
         if self.epochs < 1 or self.lora_r < 0 or self.beta <= 0 or self.max_length < 16:
             raise ArgumentError("need epochs >= 1, lora_r >= 0, beta > 0 and max_length >= 16")
+        if self.name:
+            zoo.check_local_name(self.name)
 
     @property
     def zoo_name(self) -> str:
@@ -331,8 +333,13 @@ def mdpo_trainer_class() -> type:
     return MDPOTrainer
 
 
+def condition_of(rows: list[dict[str, Any]]) -> str:
+    """"image" or "passage": what the (checked, single-kind) rows condition on."""
+    return "image" if "image" in rows[0] else "passage"
+
+
 def build_trainer(spec: PreferenceSpec, rows: list[dict[str, Any]], folder: Path, output_dir: Path,
-                  show_progress: bool = False) -> tuple[Any, Any]:
+                  show_progress: bool = False, base: models.ResolvedModel | None = None) -> tuple[Any, Any]:
     """(the TRL trainer for ``spec`` on ``rows``, the tokenizer or processor it uses); ``folder``
     holds the rows' images, ``output_dir`` its checkpoints."""
     import torch
@@ -342,8 +349,8 @@ def build_trainer(spec: PreferenceSpec, rows: list[dict[str, Any]], folder: Path
 
     from training.lora import LORA_TARGETS
 
-    base = models.resolve(spec.model)
-    kind = "image" if "image" in rows[0] else "passage"
+    base = base or models.resolve(spec.model)
+    kind = condition_of(rows)
     if kind == "image" and base.identity.kind != "image-text-to-text":
         raise ArgumentError(f"image preference rows need an image-text-to-text model; '{spec.model}' is a {base.identity.kind}")
     if kind == "passage" and base.identity.kind != "causal-lm":
@@ -403,7 +410,7 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
     content = hashlib.sha256(json.dumps(rows, sort_keys=True).encode())
     for row in rows:
         if "image" in row:  # the pixels shape the weights as much as the text does
-            content.update((folder / row["image"]).read_bytes())
+            content.update(zoo.cached_sha256(folder / row["image"]).encode())
     data_sha256 = content.hexdigest()
     digest = spec.digest(data_sha256)
     if existing(spec.zoo_name, digest):
@@ -411,8 +418,8 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
     base = models.resolve(spec.model)
     work = zoo.local_zoo_dir() / f".train-{spec.zoo_name}-{digest}"
     work.mkdir(parents=True, exist_ok=True)
-    trainer, processing_class = build_trainer(spec, rows, folder, work / "checkpoints", show_progress)
-    kind = "image" if "image" in rows[0] else "passage"
+    trainer, processing_class = build_trainer(spec, rows, folder, work / "checkpoints", show_progress, base)
+    kind = condition_of(rows)
     began = time.perf_counter()
     resume = any((work / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
@@ -425,7 +432,7 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
     merged.save_pretrained(staging)
     processing_class.save_pretrained(staging)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
-    zoo.write_recipe(staging, {
+    return zoo.install(staging, spec.zoo_name, {
         "description": f"{spec.model} trained with {spec.objective.upper()}"
                        + (f" ({' + '.join(('dpo', *spec.terms))})" if spec.objective == "mdpo" else "")
                        + f" on {len(rows)} {kind} preference pairs" + (" with the condition blanked (control)" if spec.blank_context else ""),
@@ -438,11 +445,5 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
                      "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
                      "log": [{k: v for k, v in entry.items() if isinstance(v, int | float)} for entry in history],
                      "wall_time_s": time.perf_counter() - began, "finished_at": now(), "trl_version": package_version("trl")},
-    })
-    final = zoo.local_zoo_dir() / spec.zoo_name
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    shutil.rmtree(work, ignore_errors=True)
-    return spec.zoo_name
+    }, work)
 

@@ -157,13 +157,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
                      "trl_version": package_version("trl")},
         "held_out": held,
     }
-    zoo.write_recipe(staging, meta)
-    final = zoo.local_zoo_dir() / spec.zoo_name
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    shutil.rmtree(work, ignore_errors=True)
-    return spec.zoo_name
+    return zoo.install(staging, spec.zoo_name, meta, work)
 
 
 def evaluate_held_out(folder: Path, evaluation: dict[str, list[dict[str, Any]]], spec: RewardModelSpec,
