@@ -16,11 +16,18 @@ float is ``str(round(float(x), precision))``; list is ``str(x)``; a value that d
 gives no prediction. A prediction is correct when it equals the answer string exactly.
 Breakdowns: accuracy by question_type, answer_type, language, source, category, task, context,
 grade and skills (an item counts toward every skill it lists).
+
+Baselines, as the release's ``results/random/`` files have them (``guess_fields``,
+``frequent_guesses``): the random guess is a uniform choice on multiple choice and nothing right on
+free form (0.179 on testmini); the frequent guess answers each item with the most frequent answer
+among the items that share its question type, answer type, precision and number of choices (the
+choice letter on multiple choice), ties to the answer met first in pid order (0.263).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,3 +156,27 @@ def breakdowns(records: Sequence[dict[str, Any]], correct_field: str = "correct"
         table = {value: {"accuracy": sum(hits) / len(hits), "correct": sum(hits), "total": len(hits)} for value, hits in groups.items()}
         out[key] = dict(sorted(table.items(), key=lambda item: -item[1]["accuracy"]))
     return out
+
+
+def guess_fields(problem: dict[str, Any]) -> dict[str, Any]:
+    """What the two baselines need of a problem, kept in its record: the random guess's expected
+    score, the group the frequent guess pools answers over, and the answer as that group counts it."""
+    choices = problem.get("choices") or []
+    multiple_choice = problem["question_type"] == "multi_choice" and bool(choices)
+    answer = problem["answer"]
+    return {"random_guess": 1 / len(choices) if multiple_choice else 0.0,
+            "guess_group": f"{problem['question_type']}/{problem['answer_type']}/precision={problem.get('precision')}/choices={len(choices)}",
+            "answer_key": chr(ord("A") + choices.index(answer)) if multiple_choice and answer in choices else str(answer)}
+
+
+def frequent_guesses(records: Sequence[dict[str, Any]]) -> list[int]:
+    """Whether the frequent guess gets each record right (records carry ``guess_fields``). Like the
+    release's, it is an oracle on the answer distribution of the items scored, so on a subset it
+    pools that subset's answers."""
+    in_pid_order = sorted(records, key=lambda r: (len(str(r["pid"])), str(r["pid"])))  # numeric order for numeric pids
+    counts: dict[str, Counter[str]] = {}
+    for record in in_pid_order:
+        counts.setdefault(record["guess_group"], Counter())[record["answer_key"]] += 1
+    # Counter.most_common keeps insertion order among ties: the answer met first wins, as in the release.
+    guess = {group: counter.most_common(1)[0][0] for group, counter in counts.items()}
+    return [int(record["answer_key"] == guess[record["guess_group"]]) for record in records]
