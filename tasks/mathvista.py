@@ -292,6 +292,8 @@ class MathVista(Task):
             records = [r | {"frequent_guess": hit} for r, hit in zip(records, scoring.frequent_guesses(records), strict=True)]
             baselines.append(Metric("frequent_guess", True, ("frequent_guess",), mean, ci="wilson",
                                     description="the most frequent answer of the item's question type, answer type, precision and choices"))
+        # Per task every score is broken down (a judge run's rules-only score too, so one run
+        # fills both extraction modes' tables); the other breakdowns show the main score alone.
         main = self.metrics()[:1]
         out = summarize_all(self.metrics() + baselines, records, seed)
         for key in scoring.BREAKDOWN_KEYS:
@@ -299,7 +301,7 @@ class MathVista(Task):
             for value in values:
                 subset = [r for r in records if (value in (r.get(key) or []) if key == "skills" else r.get(key) == value)]
                 abbreviation = TASK_ABBREVIATIONS.get(value) if key == "task" else None
-                for name, metric in summarize_all(main + baselines if abbreviation else main, subset, seed).items():
+                for name, metric in summarize_all(self.metrics() + baselines if abbreviation else main, subset, seed).items():
                     if name in {m.name for m in main}:
                         out[f"{name}/{key}={value}"] = metric
                     if abbreviation:

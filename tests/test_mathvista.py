@@ -127,6 +127,7 @@ def test_program_of_thought_runs_in_the_sandbox():
 def test_text_and_image_runs_end_to_end(tmp_path, mirror, capsys):
     from PIL import Image, ImageDraw
 
+    from tasks.mathvista import TASK_ABBREVIATIONS
     from tests.conftest import cli
 
     runs = tmp_path / "runs"
@@ -136,6 +137,9 @@ def test_text_and_image_runs_end_to_end(tmp_path, mirror, capsys):
                "--task-arg", "extractor=tiny-random-llama") == 0
     [result] = [json.loads(p.read_text()) for p in runs.glob("*/results.json")]
     assert {"accuracy", "accuracy_rules", "random_guess"} <= set(result["metrics"])
+    task_of = {s["doc_id"]: s["task"] for s in map(json.loads, next(runs.glob("*/samples.jsonl")).read_text().splitlines())}
+    for task_name in set(task_of.values()):  # each extraction mode's score per task, from the one run
+        assert {f"accuracy_{TASK_ABBREVIATIONS[task_name]}", f"accuracy_rules_{TASK_ABBREVIATIONS[task_name]}"} <= set(result["metrics"])
     assert any(name.startswith("accuracy/question_type=") for name in result["metrics"])  # the breakdowns
     state = json.loads(next(runs.glob("*/state.json")).read_text())
     samples = [json.loads(line) for line in next(runs.glob("*/samples.jsonl")).read_text().splitlines()]
