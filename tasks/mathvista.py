@@ -25,7 +25,8 @@ Settings:
   and ``extractor=rules`` reports only that, never under the extractor's metric name.
 Metrics: accuracy (Wilson CI) overall and by question type, answer type, language, source,
 category, task, context, grade and skill (``accuracy/<key>=<value>``; the five tasks also as
-the paper's ``accuracy_fqa``, ``_gps``, ``_mwp``, ``_tqa``, ``_vqa``), and the paper's two
+the paper's ``accuracy_fqa``, ``_gps``, ``_mwp``, ``_tqa``, ``_vqa``, and ``accuracy_rules_fqa`` …
+for the rules-only score a judge run reports beside its own), and the paper's two
 baselines on the same items, overall and per task: ``random_guess``, the expected accuracy of a
 uniform guess (0.179 on all of testmini, the paper's 17.9; the release's per-task figures are one
 draw), and ``frequent_guess`` (0.263, every per-task figure as the release's); every query, response,
