@@ -295,15 +295,16 @@ class MathVista(Task):
                                     description="the most frequent answer of the item's question type, answer type, precision and choices"))
         # Per task every score is broken down (a judge run's rules-only score too, so one run
         # fills both extraction modes' tables); the other breakdowns show the main score alone.
-        main = self.metrics()[:1]
-        out = summarize_all(self.metrics() + baselines, records, seed)
+        scores = self.metrics()
+        main = scores[0]
+        out = summarize_all(scores + baselines, records, seed)
         for key in scoring.BREAKDOWN_KEYS:
             values = sorted({v for r in records for v in (r.get(key) or [] if key == "skills" else [r.get(key)]) if v is not None})
             for value in values:
                 subset = [r for r in records if (value in (r.get(key) or []) if key == "skills" else r.get(key) == value)]
                 abbreviation = TASK_ABBREVIATIONS.get(value) if key == "task" else None
-                for name, metric in summarize_all(self.metrics() + baselines if abbreviation else main, subset, seed).items():
-                    if name in {m.name for m in main}:
+                for name, metric in summarize_all(scores + baselines if abbreviation else [main], subset, seed).items():
+                    if name == main.name:
                         out[f"{name}/{key}={value}"] = metric
                     if abbreviation:
                         out[f"{name}_{abbreviation}"] = metric
@@ -320,7 +321,7 @@ def baseline_record(doc: Doc) -> dict[str, Any]:
     """A record's fields that do not depend on the response: the answer, the breakdown keys and
     what the random and frequent guesses need."""
     meta = doc.data["metadata"]
-    return {"doc_id": doc.id, "pid": doc.id, "answer": doc.data["answer"], "question_type": doc.data["question_type"],
+    return {"doc_id": doc.id, "answer": doc.data["answer"], "question_type": doc.data["question_type"],
             "answer_type": doc.data["answer_type"], **scoring.guess_fields(doc.data),
             **{k: meta.get(k) for k in scoring.BREAKDOWN_KEYS if k in meta}}
 

@@ -173,7 +173,7 @@ def frequent_guesses(records: Sequence[dict[str, Any]]) -> list[int]:
     """Whether the frequent guess gets each record right (records carry ``guess_fields``). Like the
     release's, it is an oracle on the answer distribution of the items scored, so on a subset it
     pools that subset's answers."""
-    in_pid_order = sorted(records, key=lambda r: (len(str(r["pid"])), str(r["pid"])))  # numeric order for numeric pids
+    in_pid_order = sorted(records, key=lambda r: (len(r["doc_id"]), r["doc_id"]))  # a document's id is its pid: numeric order
     counts: dict[str, Counter[str]] = {}
     for record in in_pid_order:
         counts.setdefault(record["guess_group"], Counter())[record["answer_key"]] += 1
