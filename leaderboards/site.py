@@ -2,11 +2,13 @@
 published runs in ``results/``.
 
 Output, in one folder that opens from disk (no server, no network):
-- ``index.html``: one self-contained page (inline CSS, JS and SVG plots). An overview grid
+- ``index.html``: one page (inline CSS and JS). An overview grid
   (systems × task variants, the best cell per column marked, mean win rate), then one table
   per task: every finished run's main metric with its 95% CI, the other metrics, n and cost,
-  each row linking to its run's page. Columns sort best-first in the direction their metric
-  prefers; filters by task, method and model. Links to one page per paper.
+  each row linking to its run's page, and the task's plots. Columns sort best-first in the
+  direction their metric prefers; filters by task, method and model. Links to one page per paper.
+- ``plots/<task>-<n>.svg``: the task plots the page shows. Files, not data URIs inlined in the
+  page: inlined, fifty plots made index.html 2.4 MB, most of it base64 a reader may never open.
 - ``papers/<paper>.html`` (and ``.md``): each paper spec's table regenerated from these runs,
   reported rows beside reproduced ones, every reproduced cell and claim linked to its run.
 - ``runs/<run_id>/index.html``: one page per run, as HELM's per-instance view: the spec, the
@@ -138,10 +140,6 @@ def overview(entries: Sequence[RunEntry]) -> dict[str, Any]:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and value == value  # not NaN
-
-
-def _data_uri_svg(svg: str) -> str:
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
 def _copy_run(e: RunEntry, site: Path) -> list[str]:
@@ -311,6 +309,7 @@ def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -
     out = out.resolve()
     with staged_folder(out) as staging:
         (staging / "data").mkdir()
+        (staging / "plots").mkdir()
         environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
         environment.filters.update(fmt=_cell_text, ci=_cell_ci, sortkey=_sort_key)
         by_task: dict[str, list[RunEntry]] = defaultdict(list)
@@ -320,12 +319,12 @@ def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -
         tasks, sections = {}, []
         for task, task_entries in sorted(by_task.items()):
             tasks[task] = task_table(task_entries)
-            run_plots = []
-            for e in task_entries:
-                for name in run_svgs[e.run_id]:
-                    svg = (staging / "runs" / e.run_id / name).read_text(encoding="utf-8")
-                    run_plots.append((f"{name} · {e.system} [{e.variant}]", _data_uri_svg(svg)))
-            plots = [(title_, _data_uri_svg(svg)) for title_, svg in task_plots(task, task_entries)]
+            run_plots = [(f"{name} · {e.system} [{e.variant}]", f"runs/{e.run_id}/{name}")
+                         for e in task_entries for name in run_svgs[e.run_id]]
+            plots = []
+            for number, (title_, svg) in enumerate(task_plots(task, task_entries), 1):
+                (staging / "plots" / f"{task}-{number}.svg").write_text(svg, encoding="utf-8")
+                plots.append((title_, f"plots/{task}-{number}.svg"))
             sections.append({"task": task, "table": tasks[task], "plots": plots, "run_plots": run_plots})
         paper_list = _paper_pages(store, every_run, staging, environment)
         for e in every_run:

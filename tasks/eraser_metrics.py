@@ -24,9 +24,12 @@ one-token spans).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+
+from harness.stats import batched_as
 
 THRESHOLDS = (0.01, 0.05, 0.10, 0.20, 0.50)
 IOU_THRESHOLD = 0.5
@@ -76,6 +79,15 @@ def iou_true_positives(predicted: Sequence[tuple[int, int]], gold: Sequence[tupl
     return hits
 
 
+def _macro_iou_f1_batched(recalls: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: 0.0, as below
+        recall, precision = np.nan_to_num(np.nanmean(recalls, axis=-1)), np.nan_to_num(np.nanmean(precisions, axis=-1))
+    total = precision + recall
+    return np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total != 0)
+
+
+@batched_as(_macro_iou_f1_batched)
 def macro_iou_f1(recalls: np.ndarray, precisions: np.ndarray) -> float:
     """ERASER's macro IOU F1 from per-item recall (NaN for items without gold spans) and
     precision (NaN for items without predicted spans)."""

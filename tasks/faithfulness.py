@@ -36,6 +36,7 @@ import csv
 import html
 import io
 import json
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from harness.api import AttributeRequest, AttributeResult, Capability, Doc, Metr
 from harness.data import DataStore
 from harness.errors import DataCorruptError
 from harness.method import Method
-from harness.stats import mean
+from harness.stats import batched_as, mean
 from harness.task import EvalSettings, Task, register_task
 from tasks import eraser_metrics as eraser
 
@@ -259,6 +260,13 @@ class Faithfulness(Task):
         return ["heatmaps.svg"]
 
 
+def _nanmean_batched(values: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no finite value is NaN, as below
+        return np.nanmean(values, axis=-1)
+
+
+@batched_as(_nanmean_batched)
 def _nanmean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")

@@ -14,6 +14,12 @@ os.environ["HARNESS_DATA_DIR"] = str(MIRROR)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # Workers share the cores: torch's default of one thread per core in every worker
+    # oversubscribes them (two 2-thread workers on 2 cores ran several times slower than one).
+    threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)
 
 
 @pytest.fixture(scope="session")

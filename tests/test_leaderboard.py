@@ -56,7 +56,9 @@ def test_site_is_self_contained_with_working_links(report_runs, tmp_path):
     with (index.parent / "data" / "pubmedqa.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and {"acc", "acc_ci_low", "acc_ci_high", "wall_time_s", "n"} <= set(rows[0])
-    assert html.count("data:image/svg+xml;base64,") >= 3  # bars per task + the UBench reliability diagram
+    images = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    assert len(images) >= 3 and all((index.parent / src).is_file() for src in images)  # bars per task + UBench's reliability diagram
+    assert "data:image" not in html and len(html) < 200_000  # plots are files beside the page, not base64 inside it
     assert "★" in html or "td.best" in html
 
 

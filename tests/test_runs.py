@@ -141,6 +141,34 @@ def test_torn_last_line_is_dropped(runs_dir):
     assert run.samples_path.read_text().endswith("}\n")
 
 
+def test_processes_starting_on_a_cold_cache_build_a_model_once(tmp_path, monkeypatch):
+    """Two runs (or pytest-xdist workers) starting together: the second waits on the first's
+    build and then uses it, rather than rebuilding it and deleting the folder being loaded."""
+    import fcntl
+    import threading
+
+    from transformers import LlamaForCausalLM  # noqa: F401  (imported once here, not by two threads at once)
+
+    from harness import models
+    from harness.zoo import zoo
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "models" / "tiny-random-llama"
+    folder.parent.mkdir(parents=True)
+    resolved: list[models.ResolvedModel] = []
+    with open(folder.parent / ".tiny-random-llama.lock", "w") as other_builder:
+        fcntl.flock(other_builder, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=lambda: resolved.append(models.resolve("tiny-random-llama")))
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and not folder.exists(), "a second process built the model beside the first"
+        zoo()["tiny-random-llama"].builder(folder.parent / "built-by-other")
+        (folder.parent / "built-by-other").rename(folder)
+        built = folder.stat().st_ino
+    waiting.join(timeout=60)
+    assert resolved and resolved[0].path == folder and folder.stat().st_ino == built  # used, not rebuilt
+
+
 class _GenerateOnly(Method):
     """A test method that can only generate."""
 
