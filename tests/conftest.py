@@ -22,6 +22,16 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
         os.environ.setdefault(variable, threads)
 
 
+# The slowest files (minutes each) first: pytest-xdist hands out whole files in collection order,
+# and a slow file handed out last keeps one worker busy while the other idles.
+SLOWEST_FILES = ("test_sweep.py", "test_publish.py", "test_remote.py", "test_code_repair.py", "test_memory.py", "test_endor.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FILES)))  # stable: each file keeps its order
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     if not (MIRROR / "MANIFEST.json").is_file():

@@ -91,44 +91,61 @@ def test_bootstrap_keeps_the_defined_resamples_of_a_sometimes_undefined_statisti
     assert "undefined" in result.ci_method
 
 
-@pytest.mark.parametrize("n", [5, 60])  # 5: scipy enumerates every pairing; 60: random resamples
-def test_batched_statistics_give_the_unbatched_permutation_test(n, monkeypatch):
-    """Each registered batched form: the same p-value and CIs as one call per resample,
-    on data with NaNs (items a statistic skips) and zero denominators."""
+def _statistic_records(statistic, n: int, shift: float, rng: np.random.Generator) -> list[dict]:
+    """Records for one statistic: normal values; for two-field statistics small counts (zero
+    denominators included) or log probabilities over token counts; every 4th item NaN where
+    the statistic skips NaNs."""
+    from harness import stats
+
+    k = statistic.__code__.co_argcount
+    rows = []
+    for i in range(n):
+        if statistic is stats.perplexity:
+            values = [-abs(float(rng.normal(shift, 1.0))) * 5, float(rng.integers(1, 6))]
+        elif k == 2:
+            values = [float(rng.integers(0, 3)), float(rng.integers(0, 3))]
+        else:
+            values = [float(rng.normal(shift, 1.0))]
+        if i % 4 == 1 and statistic.__name__ in ("_nanmean", "macro_iou_f1"):
+            values[0] = float("nan")
+        rows.append({"doc_id": str(i), **{f"f{j}": v for j, v in enumerate(values)}})
+    return rows
+
+
+def _batched_statistics():
     import tasks.faithfulness  # noqa: F401  (registers its statistics)
     from harness import stats
 
+    return list(stats.BATCHED)
+
+
+@pytest.mark.parametrize("statistic", _batched_statistics(), ids=lambda s: s.__name__)
+@pytest.mark.parametrize("n", [5, 60])  # 5: scipy enumerates every pairing; 60: random resamples
+def test_batched_statistics_give_the_unbatched_tests(statistic, n, monkeypatch):
+    """Each registered batched form: row by row the statistic itself, and the same p-value and
+    CIs as one call per resample."""
+    from harness import stats
+
     rng = np.random.default_rng(n)
-    assert len(stats.BATCHED) >= 5
-    for statistic in list(stats.BATCHED):
-        k = statistic.__code__.co_argcount
-        fields = tuple(f"f{i}" for i in range(k))
+    fields = tuple(f"f{j}" for j in range(statistic.__code__.co_argcount))
+    resamples = [_statistic_records(statistic, n, 0.0, rng) for _ in range(4)]
+    by_field = [np.asarray([[r[f] for r in rows] for rows in resamples]) for f in fields]
+    np.testing.assert_allclose(stats.BATCHED[statistic](*by_field),
+                               [statistic(*(np.asarray([r[f] for r in rows]) for f in fields)) for rows in resamples], rtol=1e-12)
 
-        def records(shift: float) -> list[dict]:
-            rows = []
-            for i in range(n):
-                values = {f: float(rng.normal(shift, 1.0)) for f in fields}
-                if k == 2 and statistic is not stats.perplexity:
-                    values = {fields[0]: float(rng.integers(0, 3)), fields[1]: float(rng.integers(0, 3))}
-                if statistic is stats.perplexity:
-                    values = {fields[0]: -abs(values[fields[0]]) * 5, fields[1]: float(rng.integers(1, 6))}
-                if i % 4 == 1 and statistic.__name__ in ("_nanmean", "macro_iou_f1"):
-                    values[fields[0]] = float("nan")
-                rows.append({"doc_id": str(i), **values})
-            return rows
+    metric = Metric("m", True, fields, statistic)
+    a, b = _statistic_records(statistic, n, 0.0, rng), _statistic_records(statistic, n, 0.4, rng)
+    batched, batched_ci = paired_compare(metric, a, b, seed=3), summarize(metric, b, seed=3)
+    monkeypatch.setattr(stats, "BATCHED", {})
+    unbatched, unbatched_ci = paired_compare(metric, a, b, seed=3), summarize(metric, b, seed=3)
+    assert batched.p_value == pytest.approx(unbatched.p_value, abs=1e-12)
+    # Equal to the last bits or so: nanmean over an axis sums in another order than over a 1-D slice.
+    assert [batched.delta_ci_low, batched.delta_ci_high] == pytest.approx([unbatched.delta_ci_low, unbatched.delta_ci_high], rel=1e-12)
+    assert batched_ci.ci_method == unbatched_ci.ci_method
+    assert [batched_ci.ci_low, batched_ci.ci_high] == pytest.approx([unbatched_ci.ci_low, unbatched_ci.ci_high], rel=1e-12)
 
-        metric = Metric("m", True, fields, statistic)
-        a, b = records(0.0), records(0.4)
-        rows = [[[r[f] for r in records(0.0)] for f in fields] for _ in range(4)]  # 4 resamples × fields × n
-        by_field = [np.asarray([row[i] for row in rows]) for i in range(k)]
-        np.testing.assert_allclose(stats.BATCHED[statistic](*by_field), [statistic(*map(np.asarray, row)) for row in rows],
-                                   rtol=1e-12, err_msg=statistic.__name__)
-        batched, batched_ci = paired_compare(metric, a, b, seed=3), summarize(metric, b, seed=3)
-        monkeypatch.setattr(stats, "BATCHED", {})
-        unbatched, unbatched_ci = paired_compare(metric, a, b, seed=3), summarize(metric, b, seed=3)
-        monkeypatch.undo()
-        # Equal to the last bits or so: nanmean over an axis sums in another order than over a 1-D slice.
-        assert batched_ci.ci_method == unbatched_ci.ci_method
-        assert [batched_ci.ci_low, batched_ci.ci_high] == pytest.approx([unbatched_ci.ci_low, unbatched_ci.ci_high], rel=1e-12)
-        assert batched.p_value == pytest.approx(unbatched.p_value, abs=1e-12), statistic.__name__
-        assert [batched.delta_ci_low, batched.delta_ci_high] == pytest.approx([unbatched.delta_ci_low, unbatched.delta_ci_high], rel=1e-12)
+
+def test_every_shared_statistic_has_a_batched_form():
+    from harness import stats
+
+    assert {stats.mean, stats.ratio_of_sums, stats.perplexity} <= set(stats.BATCHED)
