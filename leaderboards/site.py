@@ -15,7 +15,8 @@ Output, in one folder that opens from disk (no server, no network):
   command that reproduces it, metrics with CIs, cost, plots, then its samples with search, a
   filter on right/wrong or any per-sample field, and paging. The samples travel as
   ``samples.js`` (gzip, base64; the browser inflates them), beside ``spec.json``,
-  ``results.json`` and the plot artifacts.
+  ``results.json`` and the plot artifacts. The samples view's script is ``assets/run.js``,
+  one file for every run page.
 - ``data/leaderboard.json`` (everything on the page) and ``data/<table>.csv`` per table.
 
 The build is deterministic (no timestamps, fixed SVG ids), so a committed site can be checked
@@ -310,6 +311,8 @@ def build_site(store: RunStore, out: Path, title: str = "harness leaderboard") -
     with staged_folder(out) as staging:
         (staging / "data").mkdir()
         (staging / "plots").mkdir()
+        (staging / "assets").mkdir()
+        shutil.copy2(TEMPLATES / "run.js", staging / "assets" / "run.js")  # the run pages' script, once
         environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
         environment.filters.update(fmt=_cell_text, ci=_cell_ci, sortkey=_sort_key)
         by_task: dict[str, list[RunEntry]] = defaultdict(list)
