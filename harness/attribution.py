@@ -8,8 +8,11 @@ A request's prompt is ``template`` with the words joined by single spaces in pla
 a document), and each input token is assigned to the word whose characters it overlaps
 (offsets from the fast tokenizer). A label's score is the summed log-probability of its tokens
 after the prompt; the labels' probabilities are the softmax of those scores, so they are
-normalised among the labels. Rows are left-padded with explicit positions so only the last
-few positions' logits are computed. A word's score is the sum of its tokens' scores.
+normalised among the labels. A label's tokens are all predicted inside the prompt extended by
+the label less its last token, so labels sharing that prefix are read from one row: single-token
+labels (" No"/" Yes", " negative"/" positive" on the zoo's tokenizers) cost one row per input
+rather than one per label, half the compute of scoring each label in its own row. Rows are
+left-padded with explicit positions so only the last few positions' logits are computed. A word's score is the sum of its tokens' scores.
 """
 
 from __future__ import annotations
@@ -104,12 +107,23 @@ class LabelClassifier:
         return EncodedInput(tuple(before), tuple(inside), tuple(after), tuple(token_words), labels, len(request.words))
 
     # scoring -------------------------------------------------------------------------------------
-    def _label_scores(self, rows: list[torch.Tensor], label_ids: list[tuple[int, ...]]) -> torch.Tensor:
-        """Summed log-probability of each row's label tokens, the rows given as embeddings
-        (prompt and label, shape (length, dim)); left-padded so only the last positions' logits
-        are computed."""
+    @staticmethod
+    def label_rows(encoded: EncodedInput) -> list[tuple[tuple[int, ...], list[int]]]:
+        """The rows an input is scored in: the prompt extended by each distinct label prefix (a
+        label less its last token), with the labels read from that row. A label's tokens are all
+        predicted inside prompt + prefix, so labels sharing a prefix share a row: every
+        single-token label is read from the prompt alone, one row per input, not one per label."""
+        rows: dict[tuple[int, ...], list[int]] = {}
+        for index, label in enumerate(encoded.labels):
+            rows.setdefault(label[:-1], []).append(index)
+        return list(rows.items())
+
+    def _label_scores(self, rows: list[torch.Tensor], reads: list[list[tuple[int, ...]]]) -> list[torch.Tensor]:
+        """Each row's read labels' summed log-probabilities, the rows given as embeddings (prompt
+        and label prefix, shape (length, dim)); left-padded so only the last positions' logits are
+        computed."""
         width = max(row.shape[0] for row in rows)
-        keep = max(len(label) for label in label_ids) + 1
+        keep = max(len(label) for labels in reads for label in labels)
         dim = rows[0].shape[1]
         embeds = torch.zeros((len(rows), width, dim), dtype=rows[0].dtype, device=self.device)
         mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
@@ -122,33 +136,42 @@ class LabelClassifier:
         self.cost.forward_passes += 1
         self.cost.tokens_processed += int(mask.sum())
         scores = []
-        for r, label in enumerate(label_ids):
-            # label token j sits at width - len + j and is predicted at width - len + j - 1
-            offset = keep - len(label) - 1
-            picked = logprobs[r, offset : offset + len(label)].gather(-1, torch.tensor(label, device=self.device)[:, None])
-            scores.append(picked.sum())
-        return torch.stack(scores)
+        for r, labels in enumerate(reads):
+            # label token j is predicted at the row's position width - len + j (the prompt's last
+            # position predicts the first)
+            picked = [logprobs[r, keep - len(label) :].gather(-1, torch.tensor(label, device=self.device)[:, None]).sum()
+                      for label in labels]
+            scores.append(torch.stack(picked))
+        return scores
 
-    def _rows(self, prompt_embeds: torch.Tensor, encoded: EncodedInput) -> list[torch.Tensor]:
-        return [torch.cat([prompt_embeds, self.embedding(torch.tensor(label, device=self.device))]) for label in encoded.labels]
+    def label_scores(self, prompts: Sequence[torch.Tensor], encoded: Sequence[EncodedInput]) -> list[torch.Tensor]:
+        """Each label's summed log-probability after each prompt (given as embeddings, shape
+        (length, dim)), a vector per prompt; the rows in batches of ``batch_rows``. Keeps the
+        graph, so gradient methods differentiate through it."""
+        rows, reads, owners = [], [], []
+        for index, (prompt, item) in enumerate(zip(prompts, encoded, strict=True)):
+            for prefix, labels in self.label_rows(item):
+                rows.append(torch.cat([prompt, self.embedding(torch.tensor(prefix, device=self.device, dtype=torch.long))]))
+                reads.append([item.labels[k] for k in labels])
+                owners.append((index, labels))
+        scored: list[torch.Tensor] = []
+        for start in range(0, len(rows), self.batch_rows):
+            scored += self._label_scores(rows[start : start + self.batch_rows], reads[start : start + self.batch_rows])
+        out: list[list[torch.Tensor | None]] = [[None] * len(item.labels) for item in encoded]
+        for (index, labels), scores in zip(owners, scored, strict=True):
+            for k, score in zip(labels, scores, strict=True):
+                out[index][k] = score
+        return [torch.stack(row) for row in out]  # type: ignore[arg-type]
+
+    def inputs_per_batch(self, encoded: EncodedInput) -> int:
+        """How many variants of one input fill a batch of rows."""
+        return max(1, self.batch_rows // len(self.label_rows(encoded)))
 
     @torch.no_grad()
     def probabilities(self, encoded: Sequence[EncodedInput]) -> list[list[float]]:
         """The labels' probabilities for each encoded input, in batches of rows."""
-        rows, labels, owners = [], [], []
-        for index, item in enumerate(encoded):
-            prompt = self.embedding(torch.tensor(item.prompt, device=self.device))
-            for row, label in zip(self._rows(prompt, item), item.labels, strict=True):
-                rows.append(row)
-                labels.append(label)
-                owners.append(index)
-        scores: list[float] = []
-        for start in range(0, len(rows), self.batch_rows):
-            scores += self._label_scores(rows[start : start + self.batch_rows], labels[start : start + self.batch_rows]).tolist()
-        out: list[list[float]] = [[] for _ in encoded]
-        for owner, score in zip(owners, scores, strict=True):
-            out[owner].append(score)
-        return [torch.softmax(torch.tensor(s), dim=0).tolist() for s in out]
+        prompts = [self.embedding(torch.tensor(item.prompt, device=self.device)) for item in encoded]
+        return [torch.softmax(scores, dim=-1).tolist() for scores in self.label_scores(prompts, encoded)]
 
     def input_embeddings(self, encoded: EncodedInput) -> torch.Tensor:
         """The input tokens' embeddings, shape (1, tokens, dim): what gradient methods perturb."""
@@ -162,17 +185,8 @@ class LabelClassifier:
             after = self.embedding(torch.tensor(encoded.after, device=self.device, dtype=torch.long))
 
         def probability(inputs: torch.Tensor) -> torch.Tensor:
-            out = []
-            for start in range(0, inputs.shape[0], max(1, self.batch_rows // len(encoded.labels))):
-                chunk = inputs[start : start + max(1, self.batch_rows // len(encoded.labels))]
-                rows, labels = [], []
-                for x in chunk:
-                    prompt = torch.cat([before, x, after])
-                    rows += self._rows(prompt, encoded)
-                    labels += list(encoded.labels)
-                scores = self._label_scores(rows, labels).view(len(chunk), len(encoded.labels))
-                out.append(torch.softmax(scores, dim=-1)[:, target])
-            return torch.cat(out)
+            prompts = [torch.cat([before, x, after]) for x in inputs]
+            return torch.softmax(torch.stack(self.label_scores(prompts, [encoded] * len(prompts))), dim=-1)[:, target]
 
         return probability
 

@@ -175,7 +175,7 @@ class IntegratedGradientsMethod(CaptumGradientMethod):
             baseline = self.classifier.embedding(torch.full((1, inputs.shape[1]), pad, device=inputs.device)).detach()
         else:
             baseline = torch.zeros_like(inputs)
-        internal = max(1, self.classifier.batch_rows // len(item.labels))
+        internal = self.classifier.inputs_per_batch(item)
         scores, delta = IntegratedGradients(self.classifier.target_function(item, target)).attribute(
             inputs, baselines=baseline, n_steps=self.args.steps, internal_batch_size=internal, return_convergence_delta=True)
         self.backward(-(-self.args.steps // internal))
@@ -200,7 +200,7 @@ class OcclusionMethod(AttributionMethod):
         inputs = self.classifier.input_embeddings(item)
         scores = Occlusion(self.classifier.target_function(item, target)).attribute(
             inputs, sliding_window_shapes=(1, inputs.shape[2]), baselines=0.0,
-            perturbations_per_eval=max(1, self.classifier.batch_rows // len(item.labels)))
+            perturbations_per_eval=self.classifier.inputs_per_batch(item))
         return scores[0, :, 0].tolist()  # every dimension of a token carries the token's drop
 
 

@@ -40,6 +40,16 @@ def test_classifier_agrees_with_the_loglikelihood_engine_and_maps_tokens_to_word
     assert probs == pytest.approx(torch.softmax(torch.tensor(logprobs), 0).tolist(), abs=1e-5)
     kept = classifier.encode(REQUEST, [True, False, True, False, True])
     assert tiny.tokenizer.decode(list(kept.tokens)).strip() == "this was great" and set(kept.token_words) == {0, 2, 4}
+    # labels are read from the prompt extended by each label less its last token; labels sharing
+    # that prefix share a row (on the zoo's tokenizers every label is one token: one row per input)
+    for labels in [(" cab", " cat", " dog", " horse"), (" a", " b")]:
+        request = AttributeRequest(REQUEST.words, REQUEST.template, labels)
+        item = classifier.encode(request)
+        assert len(classifier.label_rows(item)) == len({label[:-1] for label in item.labels}) < len(labels)
+        logprobs = [r.logprob for r in base.loglikelihood([LoglikelihoodRequest(prompt, label) for label in labels])]
+        expected = torch.softmax(torch.tensor(logprobs), 0).tolist()
+        mixed, again = classifier.probabilities([item, encoded])
+        assert mixed == pytest.approx(expected, abs=1e-5) and again == pytest.approx(probs, abs=1e-6)
 
 
 def test_gradient_methods_match_their_definitions(tiny):
