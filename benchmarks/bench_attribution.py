@@ -1,11 +1,13 @@
-"""Label-word classification for attribution (``harness.attribution.LabelClassifier``) with
-labels sharing a row (the prompt extended by each label's prefix: one row per input when every
-label is one token) against one row per label, in one process on the same texts: seconds each,
-the ratio, and the largest difference in a label probability.
+"""Label-word classification for attribution (``harness.attribution.LabelClassifier``) as it
+scores now (labels sharing a row: the prompt extended by each label's prefix, one row per input
+when every label is one token; rows batched longest first) against the layout before (a row per
+label, batched in request order), in one process on the same texts: seconds each, the ratio,
+and the largest difference in a label probability.
 
-The workload is what the faithfulness task and the perturbation methods score: every
-leave-one-out variant of the first ``--posts`` HateXplain test posts (the ones the task keeps),
-with the task's prompt and labels.
+The workload is what the faithfulness task scores after each explanation: for the first
+``--posts`` HateXplain test posts (the ones the task keeps), the comprehensiveness, sufficiency
+and AOPC texts of a random ranking of the words, and every leave-one-out text, in the task's
+order, with its prompt and labels.
 
     HARNESS_DATA_DIR=../shared/data python benchmarks/bench_attribution.py [--model smollm2-135m-instruct] [--posts 8]
 """
@@ -15,21 +17,38 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.api import AttributeRequest  # noqa: E402
+import torch  # noqa: E402
+
+from harness.api import AttributeResult  # noqa: E402
 from harness.attribution import EncodedInput, LabelClassifier  # noqa: E402
 from harness.data import DataStore  # noqa: E402
 from harness.method import Cost  # noqa: E402
 from harness.models import load, resolve  # noqa: E402
-from tasks.faithfulness import PROMPTS, hatexplain_docs  # noqa: E402
+from tasks.faithfulness import Faithfulness, FaithfulnessConfig, hatexplain_docs  # noqa: E402
 
 
-def one_row_per_label(encoded: EncodedInput) -> list[tuple[tuple[int, ...], list[int]]]:
-    """The layout before rows were shared: each label scored in a row of its own."""
-    return [(label[:-1], [k]) for k, label in enumerate(encoded.labels)]
+def layout_before(classifier: LabelClassifier) -> None:
+    """Each label scored in a row of its own, the rows batched in request order."""
+
+    def label_scores(prompts: Sequence[torch.Tensor], encoded: Sequence[EncodedInput]) -> list[torch.Tensor]:
+        out = []
+        for start in range(0, len(prompts), classifier.batch_rows // 2):
+            items, chunk = encoded[start : start + classifier.batch_rows // 2], prompts[start : start + classifier.batch_rows // 2]
+            rows = [torch.cat([p, classifier.embedding(torch.tensor(label[:-1], dtype=torch.long))]) for p, item in zip(chunk, items, strict=True)
+                    for label in item.labels]
+            scores = classifier._label_scores(rows, [[label] for item in items for label in item.labels])
+            at = 0
+            for item in items:
+                out.append(torch.cat(scores[at : at + len(item.labels)]))
+                at += len(item.labels)
+        return out
+
+    classifier.label_scores = label_scores  # type: ignore[method-assign]
 
 
 def timed(classifier: LabelClassifier, encoded: list[EncodedInput], repeats: int) -> tuple[float, list[list[float]], int]:
@@ -49,21 +68,23 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    template, labels, _ = PROMPTS["hatexplain"]
+    task = Faithfulness(FaithfulnessConfig(dataset="hatexplain"))
     docs = hatexplain_docs(DataStore())[0][: args.posts]
-    loaded = load(resolve(args.model))
-    classifier = LabelClassifier(loaded, Cost())
-    requests = [AttributeRequest(tuple(w for j, w in enumerate(doc.data["words"]) if j != i), template, labels)
-                for doc in docs for i in range(len(doc.data["words"]))]
+    generator = torch.Generator().manual_seed(0)
+    requests = []
+    for doc in docs:
+        scores = tuple(torch.rand(len(doc.data["words"]), generator=generator).tolist())
+        requests += [request for _, request in task._perturbations(doc, AttributeResult((0.5, 0.5), 1, scores))]
+    classifier = LabelClassifier(load(resolve(args.model)), Cost())
     encoded = [classifier.encode(request) for request in requests]
     shared_seconds, shared, shared_tokens = timed(classifier, encoded, args.repeats)
-    classifier.label_rows = one_row_per_label  # type: ignore[method-assign]
+    layout_before(classifier)
     apart_seconds, apart, apart_tokens = timed(classifier, encoded, args.repeats)
     difference = max(abs(a - b) for x, y in zip(shared, apart, strict=True) for a, b in zip(x, y, strict=True))
-    print(f"{args.model}: {len(requests)} texts from {len(docs)} posts, labels {labels}")
-    print(f"{'layout':<20}{'seconds':>9}{'texts/s':>9}{'tokens':>9}")
-    print(f"{'one row per label':<20}{apart_seconds:>9.2f}{len(requests) / apart_seconds:>9.1f}{apart_tokens:>9}")
-    print(f"{'labels share a row':<20}{shared_seconds:>9.2f}{len(requests) / shared_seconds:>9.1f}{shared_tokens:>9}")
+    print(f"{args.model}: {len(requests)} texts from {len(docs)} posts, labels {requests[0].labels}")
+    print(f"{'layout':<34}{'seconds':>9}{'texts/s':>9}{'tokens':>9}")
+    print(f"{'a row per label, request order':<34}{apart_seconds:>9.2f}{len(requests) / apart_seconds:>9.1f}{apart_tokens:>9}")
+    print(f"{'labels share a row, longest first':<34}{shared_seconds:>9.2f}{len(requests) / shared_seconds:>9.1f}{shared_tokens:>9}")
     print(f"speed-up {apart_seconds / shared_seconds:.2f}x; largest probability difference {difference:.2e}")
 
 
