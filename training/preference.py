@@ -377,6 +377,7 @@ def build_trainer(spec: PreferenceSpec, rows: list[dict[str, Any]], folder: Path
         logging_steps=1, report_to=[], max_length=spec.max_length, beta=spec.beta, disable_tqdm=not show_progress,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, gradient_checkpointing=False,
         lr_scheduler_type="linear", warmup_steps=0, remove_unused_columns=kind == "passage",
+        bf16=False, fp16=False,  # float32 as the reward model trainer, and for the same reason (training/reward_model.py)
     )
     trainer = mdpo_trainer_class()(
         model=loaded.model, args=config, train_dataset=Dataset.from_list(examples), processing_class=processing_class,
@@ -444,6 +445,7 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
         "training": {"steps": trainer.state.global_step, "train_loss": result.training_loss,
                      "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
                      "log": [{k: v for k, v in entry.items() if isinstance(v, int | float)} for entry in history],
-                     "wall_time_s": time.perf_counter() - began, "finished_at": now(), "trl_version": package_version("trl")},
+                     "wall_time_s": time.perf_counter() - began, "finished_at": now(), "trl_version": package_version("trl"),
+                     "precision": "float32"},
     }, work)
 

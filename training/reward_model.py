@@ -89,6 +89,23 @@ def split_pairs(spec: RewardModelSpec, data: DataStore) -> tuple[list[dict[str, 
     return train, evaluation
 
 
+def reward_config(spec: RewardModelSpec, output_dir: Path, show_progress: bool) -> Any:
+    """TRL's training arguments for the recipe: float32, checkpoints every ``save_every`` steps."""
+    import torch
+    from trl import RewardConfig
+
+    return RewardConfig(
+        output_dir=str(output_dir), num_train_epochs=spec.epochs, learning_rate=spec.learning_rate,
+        per_device_train_batch_size=spec.batch_size, seed=spec.seed, data_seed=spec.seed, save_strategy="steps",
+        save_steps=spec.save_every, save_total_limit=1, logging_steps=10, report_to=[], max_length=None,
+        disable_tqdm=not show_progress, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        gradient_checkpointing=False, lr_scheduler_type="linear", warmup_steps=0,
+        # TRL turns bf16 autocast on by default, even on a CPU: without native bf16 matrix
+        # multiplies (AVX2 machines) every matmul then takes torch's scalar fallback, ~50x slower.
+        bf16=False, fp16=False,
+    )
+
+
 def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bool = True) -> str:
     """Train (or resume, or reuse) the reward model; returns its zoo name."""
     from training.lora import existing
@@ -99,7 +116,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
 
     from harness.reward import render
 
@@ -121,13 +138,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     if spec.lora_r:
         lora = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=0.0, task_type="SEQ_CLS",
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    config = RewardConfig(
-        output_dir=str(work / "checkpoints"), num_train_epochs=spec.epochs, learning_rate=spec.learning_rate,
-        per_device_train_batch_size=spec.batch_size, seed=spec.seed, data_seed=spec.seed, save_strategy="steps",
-        save_steps=spec.save_every, save_total_limit=1, logging_steps=10, report_to=[], max_length=None,
-        disable_tqdm=not show_progress, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-        gradient_checkpointing=False, lr_scheduler_type="linear", warmup_steps=0,
-    )
+    config = reward_config(spec, work / "checkpoints", show_progress)
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                             peft_config=lora)
     began = time.perf_counter()
@@ -154,7 +165,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
                  "never_trained_on": "hh_rlhf/harmless-base (evaluation only)"},
         "training": {"steps": trainer.state.global_step, "train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
                      "last_loss": losses[-1] if losses else None, "wall_time_s": time.perf_counter() - began, "finished_at": now(),
-                     "trl_version": package_version("trl")},
+                     "trl_version": package_version("trl"), "precision": "float32"},
         "held_out": held,
     }
     return zoo.install(staging, spec.zoo_name, meta, work)
