@@ -367,8 +367,22 @@ def compare(store: RunStore, run_a: str, run_b: str) -> tuple[list[PairedCompari
     if spec_a.task != spec_b.task:
         notes.append("task versions or configs differ between the runs")
     task = make_task(spec_a.task["name"], spec_a.task["config"])
+    for role in sorted(task.auxiliary_models()):
+        # A model that scores the task (judge, evaluation reward model, extractor) under one name
+        # but with other weights (a retrained local zoo model) makes the two numbers incomparable.
+        scorer_a, scorer_b = spec_a.auxiliary.get(role), spec_b.auxiliary.get(role)
+        if scorer_a is not None and scorer_b is not None and scorer_a != scorer_b:
+            raise IncompatibleError(
+                f"runs {run_a} and {run_b} were scored by different {role.replace('_', ' ')}s "
+                f"({identity_label(scorer_a)} vs {identity_label(scorer_b)}): their numbers are not comparable")
     samples_a, samples_b = ordered_samples(dir_a), ordered_samples(dir_b)
     return [paired_compare(m, samples_a, samples_b, BOOTSTRAP_SEED) for m in task.metrics()], notes
+
+
+def identity_label(identity: dict[str, Any]) -> str:
+    """A model identity in a few words: its name and the start of its weights' sha256."""
+    weights = identity.get("weights_sha256")
+    return f"{identity.get('name')} with weights {weights[:12]}" if weights else f"{identity.get('name')} from {identity.get('source')}"
 
 
 def environment() -> dict[str, Any]:

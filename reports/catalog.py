@@ -9,7 +9,7 @@ side by side as if comparable).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ class RunEntry:
     metrics: dict[str, dict[str, Any]]
     cost: dict[str, Any]
     created_at: str
+    auxiliary: dict[str, Any] = field(default_factory=dict)  # role -> identity of each second model (spec)
 
     @property
     def system(self) -> str:
@@ -133,7 +134,7 @@ def entry(row: dict[str, Any]) -> RunEntry:
         variant=variant_label(task["name"], task["config"], limit), method=method["name"], method_args=method["args"],
         method_label=method_label(method["name"], method["args"]), model=spec["model"]["name"], seed=spec["seed"],
         limit=limit, n=int(metrics.get(main, {}).get("n") or row.get("n_samples") or 0), main_metric=main,
-        metrics=metrics, cost=cost, created_at=row.get("created_at") or "",
+        metrics=metrics, cost=cost, created_at=row.get("created_at") or "", auxiliary=spec.get("auxiliary") or {},
     )
 
 

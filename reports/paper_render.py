@@ -56,6 +56,8 @@ def to_markdown(report: dict[str, Any], run_href: Callable[[str], str] | None = 
             lines += ["", table["notes"]]
         if table["missing"]:
             lines += ["", "Not reproduced yet: " + "; ".join(f"{m['cell']} on {m['model']} ({m['why']})" for m in table["missing"])]
+        for warning in table.get("scorers_differ", []):
+            lines += ["", f"**Warning:** {warning}."]
         lines.append("")
     if report["claims"]:
         lines += ["## Claims", ""]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.stats import CONFIDENCE
 from harness.store import RunStore
 from reports.catalog import RunEntry, load_entries
@@ -42,7 +43,10 @@ def check_claim(claim: Claim, entries: Sequence[RunEntry], store: RunStore) -> C
         baseline, treatment = claim.cell.find(entries, model), claim.treatment_cell().find(entries, treatment_model)
         if baseline is None or treatment is None:
             continue
-        comparisons, _ = compare(store, baseline.run_id, treatment.run_id)
+        try:
+            comparisons, _ = compare(store, baseline.run_id, treatment.run_id)
+        except HarnessError as error:  # scored by different evaluation models: no verdict until rerun
+            return ClaimResult(claim, "not testable yet", (), str(error))
         found = next((c for c in comparisons if c.metric == claim.metric), None)
         if found is None:
             return ClaimResult(claim, "not testable yet", (), f"task '{claim.cell.task}' has no metric '{claim.metric}'")
@@ -71,11 +75,12 @@ def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | N
         rows = [{"source": f"paper ({table.source})", "model": r.model, "method": r.method,
                  "values": {m: {"value": r.values.get(m)} for m in table.metrics}, "zoo_model": r.zoo_model}
                 for r in table.reported]
-        missing = []
+        missing, scored = [], []
         for cell in table.cells:
             why = cell.runnable()
             for model in cell.models:
                 found = cell.find(entries, model)
+                scored.append(found)
                 if found is None:
                     missing.append({"cell": cell.label, "task": cell.task, "method": cell.method, "model": model,
                                     "why": why or "no finished run with this protocol yet"})
@@ -94,7 +99,8 @@ def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | N
                             tol = table.tolerance.get(m)
                             row["deltas"][m] = {"delta": b - a, "tolerance": tol, "within": None if tol is None else abs(b - a) <= tol}
         tables.append({"id": table.id, "title": table.title, "source": table.source, "metrics": list(table.metrics),
-                       "notes": table.notes, "rows": rows, "missing": missing})
+                       "notes": table.notes, "rows": rows, "missing": missing,
+                       "scorers_differ": scorers_differ(table.cells, [found for found in scored if found is not None])})
     claims = []
     for claim in spec.claims:
         result = check_claim(claim, entries, store)
@@ -103,6 +109,21 @@ def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | N
                        "verdict": result.verdict, "reason": result.reason, "per_model": list(result.per_model)})
     return {"paper": spec.paper, "title": spec.title, "citation": spec.citation, "protocol": spec.protocol,
             "paper_models": list(spec.paper_models), "tables": tables, "claims": claims}
+
+
+def scorers_differ(cells: Sequence[Cell], runs: Sequence[RunEntry]) -> list[str]:
+    """The task-scoring models (judge, evaluation reward model, extractor) that differ in weights
+    between a table's runs under one name: rows scored by different models are not comparable."""
+    from harness.runner import identity_label, make_task
+
+    roles = {role for cell in cells if cell.runnable() is None for role in make_task(cell.task, cell.task_args).auxiliary_models()}
+    found = []
+    for role in sorted(roles):
+        identities = {json.dumps(run.auxiliary[role], sort_keys=True): run.auxiliary[role] for run in runs if role in run.auxiliary}
+        if len(identities) > 1:
+            labels = ", ".join(identity_label(identity) for identity in identities.values())
+            found.append(f"rows scored by different {role.replace('_', ' ')}s ({labels}) are not comparable")
+    return found
 
 
 def runnable_missing(spec: PaperSpec, store: RunStore) -> list[tuple[Cell, str]]:

@@ -5,6 +5,7 @@ rejection sampling against their definitions, and the hh-rlhf task, on tiny rand
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from harness.data import DataStore
 from harness.errors import IncompatibleError
 from harness.method import METHODS, Cost, MethodOptions
 from harness.reward import RewardModel
+from harness.runner import compare
+from harness.store import RunStore
 from tasks.hh_rlhf import distinct, held_out, official_diversity, split_dialogue
 
 CONVERSATION = (ChatMessage("user", "How do I bake bread?"), ChatMessage("assistant", "With flour."), ChatMessage("user", "And then?"))
@@ -245,6 +248,18 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir):
                "--output-dir", runs_dir) == 0
     summary = json.loads(out.read_text())["summary"]
     assert summary["n_judged"] == 3 and summary["counts"]["unparseable"] == 0  # likelihoods always give two scores
+
+    # Runs scored by an evaluation reward model of the same name but other weights (a reward
+    # model retrained on another machine) are not compared.
+    store = RunStore(runs_dir)
+    assert {c.metric for c in compare(store, base, run.name)[0]} >= {"reward"}
+    retrained = runs_dir / ("f" * 16)
+    shutil.copytree(runs_dir / base, retrained)
+    other = json.loads((retrained / "spec.json").read_text())
+    other["auxiliary"]["evaluation_reward_model"]["weights_sha256"] = "0" * 64
+    (retrained / "spec.json").write_text(json.dumps(other))
+    with pytest.raises(IncompatibleError, match="different evaluation reward models .*not comparable"):
+        compare(store, retrained.name, run.name)
 
 
 def test_judge_scores_parse_and_both_orders_count():

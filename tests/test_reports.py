@@ -228,3 +228,22 @@ def test_claim_may_pair_the_baseline_with_the_treatments_own_model(report_runs, 
     bad = claim.replace(f'models: ["{copy}"]', f'models: ["{copy}", "{copy}"]')
     with pytest.raises(Exception, match="pair one-to-one"):
         _spec(tmp_path, bad, zoo_acc=0.5)
+
+
+def test_a_paper_table_warns_when_its_rows_were_scored_by_different_models():
+    from reports.catalog import RunEntry
+
+    def run(method: str, weights: str) -> RunEntry:
+        scorer = {"name": "smollm2-135m-instruct-rm", "source": "zoo:smollm2-135m-instruct-rm", "weights_sha256": weights}
+        return RunEntry(run_id=f"{method}-{weights[:4]}", path=Path("."), task="hh-rlhf", task_config={}, variant="default",
+                        method=method, method_args={}, method_label=method, model="smollm2-135m-instruct", seed=0, limit=100,
+                        n=100, main_metric="reward", metrics={}, cost={}, created_at="",
+                        auxiliary={"evaluation_reward_model": scorer, "reward_model": scorer})
+    cells = [paper_spec.Cell(task="hh-rlhf"), paper_spec.Cell(task="hh-rlhf", method="cards")]
+    assert papers.scorers_differ(cells, [run("base", "a" * 64), run("cards", "a" * 64)]) == []
+    [warning] = papers.scorers_differ(cells, [run("base", "a" * 64), run("cards", "b" * 64)])
+    assert warning.startswith("rows scored by different evaluation reward models") and "aaaaaaaaaaaa" in warning \
+        and "bbbbbbbbbbbb" in warning  # the guiding reward model is the method's own: not a scorer
+    assert "**Warning:** rows scored by different" in paper_render.to_markdown(
+        {"title": "t", "citation": "c", "protocol": "p", "claims": [],
+         "tables": [{"title": "x", "source": "s", "metrics": [], "notes": "", "rows": [], "missing": [], "scorers_differ": [warning]}]})
