@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method-arg", action="append", default=[], metavar="K=V", help="method argument (repeatable)")
     run.add_argument("--seed", type=int, default=0, help="seed for the sample subset and any sampling; default 0")
     run.add_argument("--limit", type=_positive_int, default=None, help="evaluate a seeded random subset of N documents")
+    run.add_argument("--reuse-from", default=None, metavar="RUN",
+                     help="take over the samples of RUN, this protocol on a smaller --limit (recorded; floats may differ "
+                          "in the last digits from a fresh run)")
     run.add_argument("--batch-size", type=_batch_size, default="auto", help="'auto' (token budget) or N sequences")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -185,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         task_args=parse_pairs(args.task_arg, "--task-arg"), method_args=parse_pairs(args.method_arg, "--method-arg"),
         seed=args.seed, limit=args.limit, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         chat_template=args.chat_template, output_dir=_runs_dir(args.output_dir), data_dir=args.data_dir,
-        show_progress=not args.quiet,
+        show_progress=not args.quiet, reuse_from=args.reuse_from,
     )
     try:
         outcome = run(request)

@@ -54,6 +54,7 @@ class RunRequest:
     output_dir: Path = field(default_factory=default_runs_dir)
     data_dir: str | None = None
     show_progress: bool = True
+    reuse_from: str | None = None  # a run of this protocol on a smaller subset whose samples this run takes over
 
 
 @dataclass
@@ -201,6 +202,8 @@ def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
     with run_dir.lock(wait=wait_for_lock):
         existing = run_dir.samples() if run_dir.exists() else []
         done = {r["doc_id"] for r in existing}
+        if request.reuse_from is not None:
+            done |= reuse_samples(prepared, store, run_dir, done)
         todo = [d for d in prepared.docs if d.id not in done]
         finished = run_dir.results()
         if not todo and finished is not None:
@@ -210,6 +213,46 @@ def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
         results = finalize(run_dir, task)
         store.index(run_dir)
         return RunOutcome(spec.run_id, run_dir.path, results, reused=False)
+
+
+def reuse_samples(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> set[str]:
+    """Take over the samples of ``--reuse-from``: a run of the same spec but for its subset, on a
+    smaller ``--limit`` of the same seed (whose documents are then all in this run's). Its
+    records are copied in, not recomputed, and its cost counts as a session of this run, named
+    in ``state.json`` and the results. A copied record was computed in other batches than a
+    fresh run of this spec would use, so its floats may differ from that run's in the last
+    digits: that is why reuse is asked for, not automatic. Nothing is written when the source
+    does not fit. Returns the documents taken over (none when already taken over: a resume)."""
+    source_id = prepared.request.reuse_from
+    assert source_id is not None
+    source = store.find(source_id)
+    if source.run_id == run_dir.run_id:
+        raise ArgumentError(f"--reuse-from {source.run_id} names this run itself (rerun without it to resume)")
+    state = run_dir.state()
+    if any(s.get("reused_from") == source.run_id for s in state["sessions"]):
+        return set()
+    spec, source_spec = prepared.spec.as_dict(), source.spec().as_dict()
+    differing = sorted(k for k in spec.keys() | source_spec.keys() if k != "selection" and spec.get(k) != source_spec.get(k))
+    if differing:
+        raise ArgumentError(f"--reuse-from {source.run_id}: that run's {', '.join(differing)} differ from this run's; "
+                            "only a run of the same protocol on a smaller --limit can be reused")
+    wanted = set(prepared.selection.doc_ids)
+    if source_spec["selection"]["seed"] != spec["selection"]["seed"] or not set(source_spec["selection"]["doc_ids"]) <= wanted:
+        raise ArgumentError(f"--reuse-from {source.run_id}: its documents are not a subset of this run's "
+                            "(a smaller --limit with the same --seed is)")
+    records = [r for r in source.samples() if r["doc_id"] not in done]
+    cost: dict[str, Any] = {}
+    for session in source.state().get("sessions", []):
+        for key, value in session.get("cost", {}).items():
+            cost[key] = cost.get(key, 0) + value
+    run_dir.create(prepared.spec)
+    run_dir.append(records)
+    state.setdefault("created_at", now())
+    state["sessions"].append({"reused_from": source.run_id, "started_at": now(), "finished_at": now(),
+                              "n_done_before": len(done), "n_done": len(done) + len(records), "cost": cost,
+                              "model_load_s": sum(s.get("model_load_s", 0.0) for s in source.state().get("sessions", []))})
+    run_dir.write_state(state)
+    return {r["doc_id"] for r in records}
 
 
 def _evaluate(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> None:
@@ -312,8 +355,9 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
             "peak_rss_mb": max((s.get("peak_rss_mb", 0.0) for s in sessions), default=None),
             "peak_accelerator_mb": max((s.get("peak_accelerator_mb", 0.0) for s in sessions), default=None) or None,
             "sessions": len(sessions),
-            "resumed": len(sessions) > 1,
+            "resumed": sum(not s.get("reused_from") for s in sessions) > 1,
         },
+        "reused_from": [{"run_id": s["reused_from"], "n": s["n_done"] - s["n_done_before"]} for s in sessions if s.get("reused_from")],
         "environment": last.get("environment", environment()),
         "batch_sizes": sorted({str(s.get("batch_size")) for s in sessions}),
         "devices": sorted({str(s.get("device")) for s in sessions}),

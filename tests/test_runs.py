@@ -97,6 +97,36 @@ def test_rescore_show_and_compare(runs_dir, capsys):
     assert all(c["n_shared"] == 20 and 0 <= c["p_value"] <= 1 for c in comparison)
 
 
+def test_a_larger_subset_reuses_a_smaller_runs_samples_when_asked(tmp_path, capsys):
+    small, fresh = tmp_path / "small", tmp_path / "fresh"
+    base = ["run", "--task", "pubmedqa", *TINY]
+    assert cli(*base, "--limit", "6", "--output-dir", small) == 0
+    [source] = RunStore(small).run_dirs()
+    capsys.readouterr()
+    # a different protocol, or a subset that is not inside this one, is refused, and nothing written
+    assert cli(*base, "--limit", "12", "--method-arg", "max_length=64", "--reuse-from", source.run_id, "--output-dir", small) == 2
+    assert "method differ from this run's" in capsys.readouterr().err
+    assert cli(*base, "--limit", "12", "--seed", "1", "--reuse-from", source.run_id, "--output-dir", small) == 2
+    assert "seed differ" in capsys.readouterr().err
+    assert len(RunStore(small).run_dirs()) == 1
+    assert cli(*base, "--limit", "12", "--reuse-from", source.run_id[:8], "--output-dir", small) == 0
+    [extended] = [r for r in RunStore(small).run_dirs() if r.run_id != source.run_id]
+    results = extended.results()
+    assert results["n_samples"] == 12 and results["reused_from"] == [{"run_id": source.run_id, "n": 6}]
+    by_doc = {r["doc_id"]: r for r in extended.samples()}
+    assert all(by_doc[r["doc_id"]] == r for r in source.samples())  # copied, not recomputed
+    assert not results["timing"]["resumed"]
+    # the same spec as a run made from scratch: same id, same predictions
+    assert cli(*base, "--limit", "12", "--output-dir", fresh) == 0
+    [scratch] = RunStore(fresh).run_dirs()
+    assert scratch.run_id == extended.run_id and scratch.results()["reused_from"] == []
+    assert scratch.results()["cost"]["model_calls"] == results["cost"]["model_calls"]  # the source's cost counts
+    assert [r["pred"] for r in scratch.samples()] == [by_doc[r["doc_id"]]["pred"] for r in scratch.samples()]
+    # rerunning the same command finds the finished run; the source is never taken over twice
+    assert cli(*base, "--limit", "12", "--reuse-from", source.run_id, "--output-dir", small) == 0
+    assert len(extended.samples()) == 12
+
+
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
     args = ["run", "--task", "wikitext103", "--task-arg", "window=64", "--limit", "16", *TINY]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
