@@ -31,7 +31,7 @@ from harness.errors import ArgumentError, DataUnavailableError, HarnessError, In
 from harness.method import METHODS, Method, MethodOptions
 from harness.spec import RunSpec, Selection, select
 from harness.stats import PairedComparison, paired_compare
-from harness.store import RunDir, RunStore, default_runs_dir, now, open_store
+from harness.store import PUBLISHED_MANIFEST, PublishedStore, RunDir, RunStore, default_runs_dir, now, open_store
 from harness.task import TASKS, EvalSettings, Task
 
 BOOTSTRAP_SEED = 0  # CIs are seeded too: same samples, same interval
@@ -199,11 +199,12 @@ def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
     request, spec, task = prepared.request, prepared.spec, prepared.task
     store = writable_store(request.output_dir)
     run_dir = store.run(spec.run_id)
+    source = reuse_source(prepared, store) if request.reuse_from is not None else None
     with run_dir.lock(wait=wait_for_lock):
         existing = run_dir.samples() if run_dir.exists() else []
         done = {r["doc_id"] for r in existing}
-        if request.reuse_from is not None:
-            done |= reuse_samples(prepared, store, run_dir, done)
+        if source is not None:
+            done |= reuse_samples(prepared, source, run_dir, done)
         todo = [d for d in prepared.docs if d.id not in done]
         finished = run_dir.results()
         if not todo and finished is not None:
@@ -215,34 +216,50 @@ def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
         return RunOutcome(spec.run_id, run_dir.path, results, reused=False)
 
 
-def reuse_samples(prepared: Prepared, store: RunStore, run_dir: RunDir, done: set[str]) -> set[str]:
-    """Take over the samples of ``--reuse-from``: a run of the same spec but for its subset, on a
-    smaller ``--limit`` of the same seed (whose documents are then all in this run's). Its
-    records are copied in, not recomputed, and its cost counts as a session of this run, named
-    in ``state.json`` and the results. A copied record was computed in other batches than a
-    fresh run of this spec would use, so its floats may differ from that run's in the last
-    digits: that is why reuse is asked for, not automatic. Nothing is written when the source
-    does not fit. Returns the documents taken over (none when already taken over: a resume)."""
-    source_id = prepared.request.reuse_from
-    assert source_id is not None
-    source = store.find(source_id)
-    if source.run_id == run_dir.run_id:
+def reuse_source(prepared: Prepared, store: RunStore) -> RunDir:
+    """``--reuse-from``'s run, checked before anything is written: the same spec but for its
+    subset, a smaller ``--limit`` of the same seed (whose documents are then all in this run's).
+    It is an id (or prefix) in this run's store, or a run folder's path, such as a published run
+    in ``results/`` whose samples were kept whole."""
+    name = prepared.request.reuse_from
+    assert name is not None
+    folder = Path(name)
+    if (folder / "spec.json").is_file():
+        source = RunDir(folder)
+        if (folder.parent / PUBLISHED_MANIFEST).is_file():
+            kept = PublishedStore(folder.parent).manifest()["runs"].get(source.run_id, {}).get("samples", {})
+            if kept.get("whole_records") != kept.get("n"):
+                raise ArgumentError(f"--reuse-from {name}: its published samples were trimmed ({kept.get('whole_records')} "
+                                    f"of {kept.get('n')} whole), so they cannot stand for computed ones")
+    else:
+        source = store.find(name)
+    if source.run_id == prepared.spec.run_id:
         raise ArgumentError(f"--reuse-from {source.run_id} names this run itself (rerun without it to resume)")
-    state = run_dir.state()
-    if any(s.get("reused_from") == source.run_id for s in state["sessions"]):
-        return set()
     spec, source_spec = prepared.spec.as_dict(), source.spec().as_dict()
     differing = sorted(k for k in spec.keys() | source_spec.keys() if k != "selection" and spec.get(k) != source_spec.get(k))
     if differing:
         raise ArgumentError(f"--reuse-from {source.run_id}: that run's {', '.join(differing)} differ from this run's; "
                             "only a run of the same protocol on a smaller --limit can be reused")
-    wanted = set(prepared.selection.doc_ids)
-    if source_spec["selection"]["seed"] != spec["selection"]["seed"] or not set(source_spec["selection"]["doc_ids"]) <= wanted:
+    if source_spec["selection"]["seed"] != spec["selection"]["seed"] or \
+            not set(source_spec["selection"]["doc_ids"]) <= set(prepared.selection.doc_ids):
         raise ArgumentError(f"--reuse-from {source.run_id}: its documents are not a subset of this run's "
                             "(a smaller --limit with the same --seed is)")
+    return source
+
+
+def reuse_samples(prepared: Prepared, source: RunDir, run_dir: RunDir, done: set[str]) -> set[str]:
+    """Take over ``source``'s samples: its records are copied in, not recomputed, and its cost
+    counts as a session of this run, named in ``state.json`` and the results. A copied record
+    was computed in other batches than a fresh run of this spec would use, so its floats may
+    differ from that run's in the last digits: that is why reuse is asked for, not automatic.
+    Returns the documents taken over (none when already taken over: a resume)."""
+    state = run_dir.state()
+    if any(s.get("reused_from") == source.run_id for s in state["sessions"]):
+        return set()
     records = [r for r in source.samples() if r["doc_id"] not in done]
+    sessions = source.state().get("sessions", [])
     cost: dict[str, Any] = {}
-    for session in source.state().get("sessions", []):
+    for session in sessions:
         for key, value in session.get("cost", {}).items():
             cost[key] = cost.get(key, 0) + value
     run_dir.create(prepared.spec)
@@ -250,7 +267,7 @@ def reuse_samples(prepared: Prepared, store: RunStore, run_dir: RunDir, done: se
     state.setdefault("created_at", now())
     state["sessions"].append({"reused_from": source.run_id, "started_at": now(), "finished_at": now(),
                               "n_done_before": len(done), "n_done": len(done) + len(records), "cost": cost,
-                              "model_load_s": sum(s.get("model_load_s", 0.0) for s in source.state().get("sessions", []))})
+                              "model_load_s": sum(s.get("model_load_s", 0.0) for s in sessions)})
     run_dir.write_state(state)
     return {r["doc_id"] for r in records}
 

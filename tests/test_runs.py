@@ -125,6 +125,19 @@ def test_a_larger_subset_reuses_a_smaller_runs_samples_when_asked(tmp_path, caps
     # rerunning the same command finds the finished run; the source is never taken over twice
     assert cli(*base, "--limit", "12", "--reuse-from", source.run_id, "--output-dir", small) == 0
     assert len(extended.samples()) == 12
+    # a published run's folder serves when its samples were kept whole
+    published, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    assert cli("publish", source.run_id, "--output-dir", small, "--to", published) == 0
+    manifest = json.loads((published / "MANIFEST.json").read_text())
+    manifest["runs"][source.run_id]["samples"]["whole_records"] = 3
+    (published / "MANIFEST.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert cli(*base, "--limit", "12", "--reuse-from", published / source.run_id, "--output-dir", elsewhere) == 2
+    assert "trimmed (3 of 6 whole)" in capsys.readouterr().err and not elsewhere.exists()
+    manifest["runs"][source.run_id]["samples"]["whole_records"] = 6
+    (published / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert cli(*base, "--limit", "12", "--reuse-from", published / source.run_id, "--output-dir", elsewhere) == 0
+    assert RunStore(elsewhere).run(extended.run_id).results()["reused_from"] == [{"run_id": source.run_id, "n": 6}]
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
