@@ -12,7 +12,8 @@ normalised among the labels. A label's tokens are all predicted inside the promp
 the label less its last token, so labels sharing that prefix are read from one row: single-token
 labels (" No"/" Yes", " negative"/" positive" on the zoo's tokenizers) cost one row per input
 rather than one per label, half the compute of scoring each label in its own row. Rows are
-left-padded with explicit positions so only the last few positions' logits are computed. A word's score is the sum of its tokens' scores.
+left-padded with explicit positions so only the last few positions' logits are computed. A
+word's score is the sum of its tokens' scores.
 """
 
 from __future__ import annotations

@@ -112,8 +112,9 @@ def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | N
 
 
 def scorers_differ(cells: Sequence[Cell], runs: Sequence[RunEntry]) -> list[str]:
-    """The task-scoring models (judge, evaluation reward model, extractor) that differ in weights
-    between a table's runs under one name: rows scored by different models are not comparable."""
+    """The task-scoring models (judge, evaluation reward model, extractor) that differ between a
+    table's runs (another model, or one name with other weights: a local zoo model retrained
+    elsewhere): rows scored by different models are not comparable."""
     from harness.runner import identity_label, make_task
 
     roles = {role for cell in cells if cell.runnable() is None for role in make_task(cell.task, cell.task_args).auxiliary_models()}
