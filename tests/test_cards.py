@@ -190,7 +190,7 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
 
     def crash_at_three(self, *args, **kwargs):
         calls["n"] += 1
-        # float32: TRL's default bf16 autocast runs a CPU without bf16 matmuls ~50x slower
+        # float32: TRL's default bf16 autocast crawls on a CPU without bf16 matmuls
         assert not (self.args.bf16 or self.args.fp16)
         if calls["n"] == 3:
             raise KeyboardInterrupt

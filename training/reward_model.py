@@ -101,7 +101,8 @@ def reward_config(spec: RewardModelSpec, output_dir: Path, show_progress: bool) 
         disable_tqdm=not show_progress, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         gradient_checkpointing=False, lr_scheduler_type="linear", warmup_steps=0,
         # TRL turns bf16 autocast on by default, even on a CPU: without native bf16 matrix
-        # multiplies (AVX2 machines) every matmul then takes torch's scalar fallback, ~50x slower.
+        # multiplies (AVX2 machines) every matmul then takes torch's scalar fallback, and a
+        # reward-model step did not finish in 20 minutes where float32 takes one.
         bf16=False, fp16=False,
     )
 
