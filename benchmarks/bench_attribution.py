@@ -41,7 +41,7 @@ def layout_before(classifier: LabelClassifier) -> None:
             items, chunk = encoded[start : start + classifier.batch_rows // 2], prompts[start : start + classifier.batch_rows // 2]
             rows = [torch.cat([p, classifier.embedding(torch.tensor(label[:-1], dtype=torch.long))]) for p, item in zip(chunk, items, strict=True)
                     for label in item.labels]
-            scores = classifier._label_scores(rows, [[label] for item in items for label in item.labels])
+            scores = classifier.score_rows(rows, [[label] for item in items for label in item.labels])
             at = 0
             for item in items:
                 out.append(torch.cat(scores[at : at + len(item.labels)]))
@@ -74,7 +74,7 @@ def main() -> None:
     requests = []
     for doc in docs:
         scores = tuple(torch.rand(len(doc.data["words"]), generator=generator).tolist())
-        requests += [request for _, request in task._perturbations(doc, AttributeResult((0.5, 0.5), 1, scores))]
+        requests += [request for _, request in task.perturbations(doc, AttributeResult((0.5, 0.5), 1, scores))]
     classifier = LabelClassifier(load(resolve(args.model)), Cost())
     encoded = [classifier.encode(request) for request in requests]
     shared_seconds, shared, shared_tokens = timed(classifier, encoded, args.repeats)

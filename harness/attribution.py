@@ -119,7 +119,7 @@ class LabelClassifier:
             rows.setdefault(label[:-1], []).append(index)
         return list(rows.items())
 
-    def _label_scores(self, rows: list[torch.Tensor], reads: list[list[tuple[int, ...]]]) -> list[torch.Tensor]:
+    def score_rows(self, rows: list[torch.Tensor], reads: list[list[tuple[int, ...]]]) -> list[torch.Tensor]:
         """Each row's read labels' summed log-probabilities, the rows given as embeddings (prompt
         and label prefix, shape (length, dim)); left-padded so only the last positions' logits are
         computed."""
@@ -161,7 +161,7 @@ class LabelClassifier:
         scored: list[torch.Tensor] = [torch.empty(0)] * len(rows)
         for start in range(0, len(rows), self.batch_rows):
             batch = order[start : start + self.batch_rows]
-            for r, scores in zip(batch, self._label_scores([rows[r] for r in batch], [reads[r] for r in batch]), strict=True):
+            for r, scores in zip(batch, self.score_rows([rows[r] for r in batch], [reads[r] for r in batch]), strict=True):
                 scored[r] = scores
         out: list[list[torch.Tensor | None]] = [[None] * len(item.labels) for item in encoded]
         for (index, labels), scores in zip(owners, scored, strict=True):

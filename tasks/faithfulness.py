@@ -162,7 +162,7 @@ class Faithfulness(Task):
 
     def evaluate(self, docs: Sequence[Doc], method: Method, settings: EvalSettings) -> list[dict[str, Any]]:
         explained = dispatch(method, [self._request(d.data["words"], explain=True) for d in docs])
-        plans = [self._perturbations(doc, result) for doc, result in zip(docs, explained, strict=True)]  # type: ignore[arg-type]
+        plans = [self.perturbations(doc, result) for doc, result in zip(docs, explained, strict=True)]  # type: ignore[arg-type]
         flat = [request for plan in plans for _, request in plan]
         scored = dispatch(method, flat)
         records, start = [], 0
@@ -172,7 +172,7 @@ class Faithfulness(Task):
             records.append({"doc_id": doc.id, **self._score(doc, result, answers)})  # type: ignore[arg-type]
         return records
 
-    def _perturbations(self, doc: Doc, result: AttributeResult) -> list[tuple[str, AttributeRequest]]:
+    def perturbations(self, doc: Doc, result: AttributeResult) -> list[tuple[str, AttributeRequest]]:
         """The perturbed texts to score: without / only the hard rationale and each AOPC bin, and
         each word left out for the leave-one-out correlation."""
         words, scores, target = doc.data["words"], result.word_scores, result.target
