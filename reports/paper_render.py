@@ -83,8 +83,9 @@ def to_latex(report: dict[str, Any]) -> str:
         parts += [r"\begin{table}[t]", r"\centering\small", r"\begin{tabular}{" + "lll" + "r" * len(table["metrics"]) + "}", r"\toprule",
                   " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
         parts += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in body]
-        parts += [r"\bottomrule", r"\end{tabular}", r"\caption{" + _latex_escape(f"{table['title']} (reported: {table['source']})") + "}",
-                  r"\end{table}", ""]
+        warnings = "".join(f" Warning: {warning}." for warning in table.get("scorers_differ", []))
+        parts += [r"\bottomrule", r"\end{tabular}",
+                  r"\caption{" + _latex_escape(f"{table['title']} (reported: {table['source']}).{warnings}") + "}", r"\end{table}", ""]
     if report["claims"]:
         parts += [r"\begin{itemize}"] + [r"\item " + _latex_escape(claim_line(c).replace("**", "")) for c in report["claims"]] + [r"\end{itemize}"]
     return "\n".join(parts) + "\n"
@@ -110,6 +111,7 @@ def to_html(report: dict[str, Any], run_href: Callable[[str], str] | None = None
         parts.append("</table>")
         if table["notes"]:
             parts.append(f"<p>{esc(table['notes'])}</p>")
+        parts += [f"<p><strong>Warning:</strong> {esc(warning)}.</p>" for warning in table.get("scorers_differ", [])]
     if report["claims"]:
         parts.append("<h2>Claims</h2><ul>")
         for c in report["claims"]:

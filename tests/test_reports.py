@@ -244,6 +244,8 @@ def test_a_paper_table_warns_when_its_rows_were_scored_by_different_models():
     [warning] = papers.scorers_differ(cells, [run("base", "a" * 64), run("cards", "b" * 64)])
     assert warning.startswith("rows scored by different evaluation reward models") and "aaaaaaaaaaaa" in warning \
         and "bbbbbbbbbbbb" in warning  # the guiding reward model is the method's own: not a scorer
-    assert "**Warning:** rows scored by different" in paper_render.to_markdown(
-        {"title": "t", "citation": "c", "protocol": "p", "claims": [],
-         "tables": [{"title": "x", "source": "s", "metrics": [], "notes": "", "rows": [], "missing": [], "scorers_differ": [warning]}]})
+    report = {"title": "t", "citation": "c", "protocol": "p", "claims": [],
+              "tables": [{"title": "x", "source": "s", "metrics": [], "notes": "", "rows": [], "missing": [], "scorers_differ": [warning]}]}
+    assert "**Warning:** rows scored by different" in paper_render.to_markdown(report)
+    assert "<strong>Warning:</strong> rows scored by different" in paper_render.to_html(report)
+    assert "Warning: rows scored by different" in paper_render.to_latex(report)
