@@ -258,10 +258,7 @@ def reuse_samples(prepared: Prepared, source: RunDir, run_dir: RunDir, done: set
         return set()
     records = [r for r in source.samples() if r["doc_id"] not in done]
     sessions = source.state().get("sessions", [])
-    cost: dict[str, Any] = {}
-    for session in sessions:
-        for key, value in session.get("cost", {}).items():
-            cost[key] = cost.get(key, 0) + value
+    cost = summed_cost(sessions)
     run_dir.create(prepared.spec)
     run_dir.append(records)
     state.setdefault("created_at", now())
@@ -343,10 +340,7 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
     metrics = task.aggregate(records, BOOTSTRAP_SEED)
     state = run_dir.state()
     sessions = state.get("sessions", [])
-    total_cost: dict[str, Any] = {}
-    for session in sessions:
-        for key, value in session.get("cost", {}).items():
-            total_cost[key] = total_cost.get(key, 0) + value
+    total_cost = summed_cost(sessions)
     wall = total_cost.get("wall_time_s", 0.0)
     last = sessions[-1] if sessions else {}
     results = {
@@ -385,6 +379,15 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
     results["artifacts"] = task.artifacts(records, run_dir.path)
     run_dir.write_results(results)
     return results
+
+
+def summed_cost(sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's cost over its sessions (a taken-over run's counts as one)."""
+    total: dict[str, Any] = {}
+    for session in sessions:
+        for key, value in session.get("cost", {}).items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def _derived_cost(method: str, cost: dict[str, Any]) -> dict[str, Any]:
