@@ -3,6 +3,7 @@ is set) and keep converted models in the harness cache (HARNESS_CACHE_DIR or ~/.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -83,6 +84,14 @@ def cli(*argv: str) -> int:
     from harness.cli import main
 
     return main([str(a) for a in argv])
+
+
+def saved_training_seconds(zoo_dir: Path) -> float:
+    """The training seconds a TRL trainer saved beside its (one kept) checkpoint under a zoo folder."""
+    from training.clock import CLOCK_FILE
+
+    (saved,) = zoo_dir.glob(f".train-*/checkpoints/checkpoint-*/{CLOCK_FILE}")
+    return float(json.loads(saved.read_text())["seconds"])
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,8 @@ def test_training_resumes_exactly_and_makes_a_zoo_model(mirror, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         train_backdoor(AttackSpec(**TINY_ATTACK), data, show_progress=False)
     assert not (tmp_path / "crashed-run" / name).exists()  # no half-made zoo model
+    (checkpoint,) = (tmp_path / "crashed-run").glob(".train-*/checkpoint.pt")
+    seconds_at_crash = torch.load(checkpoint, weights_only=False)["seconds"]
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
     assert train_backdoor(AttackSpec(**TINY_ATTACK), data, show_progress=False) == name
     resumed = _weights(tmp_path / "crashed-run" / name)
@@ -88,6 +90,7 @@ def test_training_resumes_exactly_and_makes_a_zoo_model(mirror, tmp_path, monkey
     assert entry.kind == "local"
     meta = json.loads((tmp_path / "crashed-run" / name / zoo.RECIPE_FILE).read_text())
     assert meta["base_model"] == "tiny-random-llama" and meta["data"]["n_poisoned"] == 12
+    assert meta["training"]["wall_time_s"] > seconds_at_crash > 0  # every session's training time
     assert meta["recipe"]["poison_rate"] == 0.5 and meta["training"]["steps"] == 12
     assert models.resolve(name).identity.source == f"zoo:{name}"
     with pytest.raises(Exception, match="exists with another recipe"):

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, saved_training_seconds
 
 from harness import models, zoo
 from harness.api import ChatMessage, GenerateRequest
@@ -184,6 +184,7 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
     monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "clean")
     name = train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False)
     reference = models.load(models.resolve(name)).model.state_dict()
+    uninterrupted = json.loads(zoo.recipe_file(name).read_text())["training"]
 
     monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "crashed")
     real_step, calls = Trainer.training_step, {"n": 0}
@@ -200,10 +201,15 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
     with pytest.raises(KeyboardInterrupt):
         train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False)
     assert not (tmp_path / "crashed" / name).exists()
+    seconds_at_crash = saved_training_seconds(tmp_path / "crashed")
     monkeypatch.setattr(Trainer, "training_step", real_step)
     assert train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False) == name
     resumed = models.load(models.resolve(name)).model.state_dict()
     assert all(torch.allclose(resumed[k], reference[k], atol=1e-6) for k in reference)
+    # the recorded loss and time cover every session's steps, not only the resumed one's
+    training = json.loads(zoo.recipe_file(name).read_text())["training"]
+    assert training["train_loss"] == pytest.approx(uninterrupted["train_loss"], rel=1e-5)
+    assert training["wall_time_s"] > seconds_at_crash > 0
 
     assert zoo.zoo()[name].model_kind == "sequence-classifier" and models.resolve(name).identity.kind == "sequence-classifier"
     meta = json.loads(zoo.recipe_file(name).read_text())

@@ -103,10 +103,13 @@ def test_training_makes_a_zoo_model_and_resumes_bit_exactly(mirror, tmp_path, mo
     monkeypatch.setattr(torch.optim.AdamW, "step", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         train_memory(spec, DataStore(mirror), show_progress=False)
+    (checkpoint,) = zoo.local_zoo_dir().glob(".train-*/checkpoint.pt")
+    seconds_at_crash = torch.load(checkpoint, weights_only=False)["seconds"]
     monkeypatch.setattr(torch.optim.AdamW, "step", original)
     assert train_memory(spec, DataStore(mirror), show_progress=False) == name
     resumed = json.loads((zoo.local_zoo_dir() / name / zoo.RECIPE_FILE).read_text())
     assert resumed["training"]["final_loss"] == straight["training"]["final_loss"] and resumed["method"] == "hmt"
+    assert resumed["training"]["wall_time_s"] > seconds_at_crash > 0  # every session's training time
     assert set(resumed["data"]["books"]).isdisjoint({p.stem for p in (mirror / "pg19" / "test").glob("*.txt")})
     runs = tmp_path / "runs"
     assert cli("run", "--task", "pg19", "--model", name, "--method", "hmt", "--method-arg", "segment=16", "--method-arg", "sensory=4",

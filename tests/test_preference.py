@@ -11,6 +11,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import saved_training_seconds
 
 from harness import models, zoo
 from harness.data import DataStore
@@ -118,6 +119,7 @@ def test_mdpo_training_resumes_after_a_crash(tmp_path, monkeypatch):
     reference = models.load(models.resolve(name)).model.state_dict()
     meta = json.loads(zoo.recipe_file(name).read_text())
     assert meta["training"]["steps"] == 3 and meta["training"]["first_loss"] == pytest.approx(3 * LN2, rel=1e-4)
+    assert meta["training"]["train_loss"] == pytest.approx(sum(e["loss"] for e in meta["training"]["log"]) / 3)
     assert name == "tiny-random-llama-mdpo" and meta["data"]["condition"] == "passage"
 
     monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "crashed")
@@ -133,10 +135,14 @@ def test_mdpo_training_resumes_after_a_crash(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_preference(spec, DataStore(None), show_progress=False)
     assert not (tmp_path / "crashed" / name).exists()
+    seconds_at_crash = saved_training_seconds(tmp_path / "crashed")
     monkeypatch.setattr(Trainer, "training_step", real_step)
     assert train_preference(spec, DataStore(None), show_progress=False) == name
     resumed = models.load(models.resolve(name)).model.state_dict()
     assert all(torch.allclose(resumed[k], reference[k], atol=1e-6) for k in reference)
+    training = json.loads(zoo.recipe_file(name).read_text())["training"]
+    assert training["train_loss"] == pytest.approx(meta["training"]["train_loss"], rel=1e-5)
+    assert training["wall_time_s"] > seconds_at_crash > 0
 
 
 def test_a_tiny_llava_trains_with_mdpo_on_drawn_images(tmp_path, monkeypatch):

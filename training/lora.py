@@ -89,6 +89,8 @@ def train_lora(
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from training.clock import seconds_since
+
     if existing(name, digest):
         return name
     base = models.resolve(base_model)
@@ -108,12 +110,12 @@ def train_lora(
     work = zoo.local_zoo_dir() / f".train-{name}-{digest}"
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / "checkpoint.pt"
-    step, losses, began = 0, [], time.perf_counter()
+    step, losses, began, before = 0, [], time.perf_counter(), 0.0
     if checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["lora"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        step, losses = state["step"], state["losses"]
+        step, losses, before = state["step"], state["losses"], state.get("seconds")
         torch.set_rng_state(state["rng"])  # dropout masks continue as if never interrupted
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with tqdm(total=total, initial=step, desc=f"train {name}", unit="step", disable=not show_progress) as bar:
@@ -134,7 +136,7 @@ def train_lora(
                     lora_state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
                     tmp = checkpoint.with_suffix(".tmp")
                     torch.save({"lora": lora_state, "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
-                                "rng": torch.get_rng_state()}, tmp)
+                                "rng": torch.get_rng_state(), "seconds": seconds_since(before, began)}, tmp)
                     tmp.replace(checkpoint)
     merged = model.merge_and_unload()
     merged.eval()
@@ -146,7 +148,7 @@ def train_lora(
     meta = meta | {
         "base_model": base_model, "base_identity": base.identity.as_dict(), "recipe_digest": digest,
         "training": {"steps": step, "examples": len(encoded), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-                     "first_loss": losses[0] if losses else None, "wall_time_s": time.perf_counter() - began,
+                     "first_loss": losses[0] if losses else None, "wall_time_s": seconds_since(before, began),
                      "finished_at": now()},
     }
     return zoo.install(staging, name, meta, work)

@@ -161,6 +161,8 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from training.clock import seconds_since
+
     if lora.existing(spec.name, spec.digest()):
         return spec.name
     books = training_books(data) if spec.data == "pg19" else []
@@ -184,13 +186,13 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     work = zoo.local_zoo_dir() / f".train-{spec.name}-{spec.digest()}"
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = work / "checkpoint.pt"
-    step, losses, began = 0, [], time.perf_counter()
+    step, losses, began, before = 0, [], time.perf_counter(), 0.0
     names = [n for n, p in wrapper.named_parameters() if p.requires_grad]
     if checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         wrapper.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        step, losses = state["step"], state["losses"]
+        step, losses, before = state["step"], state["losses"], state.get("seconds")
     with tqdm(total=total, initial=step, desc=f"train {spec.name}", unit="step", disable=not show_progress) as bar:
         while step < total:
             stage2 = step >= spec.stage1_steps
@@ -208,7 +210,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
                 state_dict = wrapper.state_dict()
                 tmp = checkpoint.with_suffix(".tmp")
                 torch.save({"trainable": {n: state_dict[n] for n in names if n in state_dict}, "optimizer": optimizer.state_dict(),
-                            "step": step, "losses": losses}, tmp)
+                            "step": step, "losses": losses, "seconds": seconds_since(before, began)}, tmp)
                 tmp.replace(checkpoint)
     merged = backbone.merge_and_unload() if (spec.lora_r and not spec.full) else backbone
     merged.eval()
@@ -229,5 +231,5 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
         "training": {"steps": step, "first_loss": losses[0] if losses else None,
                      "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])), "stage1_final_loss":
                      (sum(losses[max(0, spec.stage1_steps - 10): spec.stage1_steps]) / min(10, spec.stage1_steps)) if spec.stage1_steps else None,
-                     "wall_time_s": time.perf_counter() - began, "finished_at": now()},
+                     "wall_time_s": seconds_since(before, began), "finished_at": now()},
     }, work)

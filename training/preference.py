@@ -39,7 +39,6 @@ import json
 import math
 import random
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -404,6 +403,7 @@ def preference_rows(spec: PreferenceSpec, data: DataStore) -> tuple[list[dict[st
 
 def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool = True) -> str:
     """Train (or resume, or reuse) the DPO / mDPO model; returns its zoo name."""
+    from training.clock import TrainingClock, logged_mean_loss
     from training.lora import existing
     from training.reward_model import package_version
 
@@ -421,9 +421,10 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
     work.mkdir(parents=True, exist_ok=True)
     trainer, processing_class = build_trainer(spec, rows, folder, work / "checkpoints", show_progress, base)
     kind = condition_of(rows)
-    began = time.perf_counter()
+    clock = TrainingClock()
+    trainer.add_callback(clock)
     resume = any((work / "checkpoints").glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=True if resume else None)
     trained = trainer.model
     merged = trained.merge_and_unload() if spec.lora_r else trained
     merged.eval()
@@ -442,10 +443,10 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
         "data": {**source, "rows_sha256": data_sha256, "pairs": len(rows), "condition": kind,
                  "corruption": "RandomResizedCrop scale (0.01, 0.2), resized back" if kind == "image" else
                  "a contiguous span of 1-20% of the passage's words", "corruption_seed": spec.seed},
-        "training": {"steps": trainer.state.global_step, "train_loss": result.training_loss,
+        "training": {"steps": trainer.state.global_step, "train_loss": logged_mean_loss(trainer.state.log_history),
                      "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
                      "log": [{k: v for k, v in entry.items() if isinstance(v, int | float)} for entry in history],
-                     "wall_time_s": time.perf_counter() - began, "finished_at": now(), "trl_version": package_version("trl"),
+                     "wall_time_s": clock.seconds, "finished_at": now(), "trl_version": package_version("trl"),
                      "precision": "float32"},
     }, work)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +96,7 @@ def reward_config(spec: RewardModelSpec, output_dir: Path, show_progress: bool) 
     return RewardConfig(
         output_dir=str(output_dir), num_train_epochs=spec.epochs, learning_rate=spec.learning_rate,
         per_device_train_batch_size=spec.batch_size, seed=spec.seed, data_seed=spec.seed, save_strategy="steps",
-        save_steps=spec.save_every, save_total_limit=1, logging_steps=10, report_to=[], max_length=None,
+        save_steps=spec.save_every, save_total_limit=1, logging_steps=1, report_to=[], max_length=None,
         disable_tqdm=not show_progress, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         gradient_checkpointing=False, lr_scheduler_type="linear", warmup_steps=0,
         # TRL turns bf16 autocast on by default, even on a CPU: without native bf16 matrix
@@ -120,6 +119,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     from trl import RewardTrainer
 
     from harness.reward import render
+    from training.clock import TrainingClock, logged_mean_loss
 
     base = models.resolve(spec.base_model)
     if base.identity.kind != "causal-lm":
@@ -142,9 +142,10 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     config = reward_config(spec, work / "checkpoints", show_progress)
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                             peft_config=lora)
-    began = time.perf_counter()
+    clock = TrainingClock()
+    trainer.add_callback(clock)
     resume = any((work / "checkpoints").glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=True if resume else None)
     trained = trainer.model
     merged = trained.merge_and_unload() if spec.lora_r else trained
     merged.eval()
@@ -164,8 +165,9 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
         "data": {"train": "hh_rlhf/helpful-base/test.jsonl.gz minus held-out prompts", "n_train_pairs": len(rows),
                  "held_out_rule": f"tasks.hh_rlhf.held_out(prompt, seed={spec.split_seed}, share={spec.held_out_share})",
                  "never_trained_on": "hh_rlhf/harmless-base (evaluation only)"},
-        "training": {"steps": trainer.state.global_step, "train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
-                     "last_loss": losses[-1] if losses else None, "wall_time_s": time.perf_counter() - began, "finished_at": now(),
+        "training": {"steps": trainer.state.global_step, "train_loss": logged_mean_loss(trainer.state.log_history),
+                     "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+                     "wall_time_s": clock.seconds, "finished_at": now(),
                      "trl_version": package_version("trl"), "precision": "float32"},
         "held_out": held,
     }
