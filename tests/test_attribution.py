@@ -14,7 +14,9 @@ from conftest import cli
 
 from harness.api import AttributeRequest, AttributeResult, Doc, LoglikelihoodRequest
 from harness.attribution import LabelClassifier
+from harness.data import DataStore
 from harness.method import METHODS, Cost, MethodOptions
+from harness.task import EvalSettings
 from tasks import eraser_metrics as eraser
 from tasks.faithfulness import Faithfulness, FaithfulnessConfig
 
@@ -108,6 +110,39 @@ def test_perturbation_attention_and_random_methods(tiny):
     # probabilities only: no explanation is computed
     [plain] = method("saliency", tiny).attribute([AttributeRequest(REQUEST.words, REQUEST.template, REQUEST.labels, explain=False)])
     assert plain.word_scores == () and plain.target == int(np.argmax(plain.probabilities))
+
+
+def test_each_distinct_text_is_scored_once(tiny, mirror):
+    classifier = LabelClassifier(tiny, Cost())
+    request = AttributeRequest(("a", "very", "very", "good", "film"), REQUEST.template, REQUEST.labels)
+    forward = classifier.words_function(request, 1)
+    real, scored = classifier.probabilities, []
+    classifier.probabilities = lambda encoded: scored.append(len(encoded)) or real(encoded)  # type: ignore[method-assign]
+    # rows 1 and 2 leave the same text (either "very" removed); row 3 repeats row 1
+    masks = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 1, 1, 1], [1, 1, 0, 1, 1], [1, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
+    values = forward(masks)
+    assert scored == [3] and forward(masks[:2]).tolist() == values[:2].tolist() and scored == [3]
+    expected = [real([classifier.encode(request, keep)])[0][1] for keep in masks.bool().tolist()]
+    assert values.tolist() == pytest.approx(expected, abs=1e-6)
+
+    # the faithfulness task scores each distinct perturbed text of a chunk once
+    task = Faithfulness(FaithfulnessConfig(dataset="sst2"))
+    docs = task.load_docs(DataStore(mirror))[:4]
+    scorer, asked = method("random", tiny), []
+    real_attribute = scorer.attribute
+    scorer.attribute = lambda requests: asked.append(list(requests)) or real_attribute(requests)  # type: ignore[method-assign]
+    records = task.evaluate(docs, scorer, EvalSettings(chat=False, seed=0))
+    explained, perturbed = asked
+    planned = [request for doc, result in zip(docs, real_attribute(explained), strict=True) for _, request in task.perturbations(doc, result)]
+    assert len(perturbed) == len(set(perturbed)) == len(set(planned)) < len(planned)
+    for doc, record in zip(docs, records, strict=True):
+        # a one-word AOPC bin is the top word's leave-one-out text: both read the one score
+        top = eraser.top_words(record["word_scores"], 1)[0]
+        full = record["probabilities"][record["pred"]]
+        assert full - record["perturbed_probabilities"]["comp@0.01"] == record["loo_scores"][top]
+        words = [w for i, w in enumerate(doc.data["words"]) if i not in record["rationale"]]
+        alone = classifier.probabilities([classifier.encode(AttributeRequest(tuple(words), REQUEST.template, REQUEST.labels))])[0]
+        assert record["comprehensiveness"] == pytest.approx(full - alone[record["pred"]], abs=1e-5)
 
 
 def test_eraser_metrics_on_a_hand_computed_fixture():
