@@ -4,8 +4,9 @@
 is that session's seconds, and its ``train_loss`` divides that session's loss sum by every step
 (0.0 when the checkpoint was already the last). So the TRL trainers carry ``TrainingClock``,
 whose seconds are saved beside each checkpoint and read back on resume, and record the loss
-from the log history the checkpoint restores (``logged_mean_loss``). The hand-written loops
-(``training.lora``, ``training.memory``) keep their seconds in their own checkpoint dict.
+from the log history the checkpoint restores (``logged_mean_loss``); ``train_resuming`` runs a
+trainer with its clock. The hand-written loops (``training.lora``, ``training.memory``) keep
+their seconds in their own checkpoint dict.
 """
 
 from __future__ import annotations
@@ -29,16 +30,14 @@ class TrainingClock(TrainerCallback):
     def __init__(self) -> None:
         self.before: float | None = 0.0
         self.started = time.perf_counter()
-        self.stopped: float | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.started, self.stopped = time.perf_counter(), None
-        output = Path(args.output_dir)
-        last = get_last_checkpoint(str(output)) if output.is_dir() else None
+        self.started = time.perf_counter()
+        last = last_checkpoint(Path(args.output_dir))
         if last is None:
             self.before = 0.0
         else:  # Trainer.train(resume_from_checkpoint=True) resumes from this same folder
-            saved = Path(last) / CLOCK_FILE
+            saved = last / CLOCK_FILE
             self.before = json.loads(saved.read_text())["seconds"] if saved.is_file() else None
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -46,14 +45,25 @@ class TrainingClock(TrainerCallback):
         if folder.is_dir() and self.seconds is not None:
             (folder / CLOCK_FILE).write_text(json.dumps({"seconds": self.seconds}))
 
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.stopped = time.perf_counter()
-
     @property
     def seconds(self) -> float | None:
-        if self.before is None:
-            return None
-        return self.before + (time.perf_counter() if self.stopped is None else self.stopped) - self.started
+        return seconds_since(self.before, self.started)
+
+
+def last_checkpoint(output: Path) -> Path | None:
+    """The checkpoint ``Trainer.train(resume_from_checkpoint=True)`` resumes from, if any."""
+    last = get_last_checkpoint(str(output)) if output.is_dir() else None
+    return None if last is None else Path(last)
+
+
+def train_resuming(trainer: Any) -> float | None:
+    """``trainer.train()``, resumed from the last checkpoint in its output folder when there is
+    one; returns the training seconds over every session (see ``TrainingClock``)."""
+    clock = TrainingClock()
+    trainer.add_callback(clock)
+    resume = last_checkpoint(Path(trainer.args.output_dir)) is not None
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return clock.seconds
 
 
 def seconds_since(before: float | None, began: float) -> float | None:

@@ -403,7 +403,7 @@ def preference_rows(spec: PreferenceSpec, data: DataStore) -> tuple[list[dict[st
 
 def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool = True) -> str:
     """Train (or resume, or reuse) the DPO / mDPO model; returns its zoo name."""
-    from training.clock import TrainingClock, logged_mean_loss
+    from training.clock import logged_mean_loss, train_resuming
     from training.lora import existing
     from training.reward_model import package_version
 
@@ -421,10 +421,7 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
     work.mkdir(parents=True, exist_ok=True)
     trainer, processing_class = build_trainer(spec, rows, folder, work / "checkpoints", show_progress, base)
     kind = condition_of(rows)
-    clock = TrainingClock()
-    trainer.add_callback(clock)
-    resume = any((work / "checkpoints").glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    training_seconds = train_resuming(trainer)
     trained = trainer.model
     merged = trained.merge_and_unload() if spec.lora_r else trained
     merged.eval()
@@ -446,7 +443,7 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
         "training": {"steps": trainer.state.global_step, "train_loss": logged_mean_loss(trainer.state.log_history),
                      "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
                      "log": [{k: v for k, v in entry.items() if isinstance(v, int | float)} for entry in history],
-                     "wall_time_s": clock.seconds, "finished_at": now(), "trl_version": package_version("trl"),
+                     "wall_time_s": training_seconds, "finished_at": now(), "trl_version": package_version("trl"),
                      "precision": "float32"},
     }, work)
 

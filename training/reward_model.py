@@ -119,7 +119,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     from trl import RewardTrainer
 
     from harness.reward import render
-    from training.clock import TrainingClock, logged_mean_loss
+    from training.clock import logged_mean_loss, train_resuming
 
     base = models.resolve(spec.base_model)
     if base.identity.kind != "causal-lm":
@@ -142,10 +142,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     config = reward_config(spec, work / "checkpoints", show_progress)
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                             peft_config=lora)
-    clock = TrainingClock()
-    trainer.add_callback(clock)
-    resume = any((work / "checkpoints").glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    training_seconds = train_resuming(trainer)
     trained = trainer.model
     merged = trained.merge_and_unload() if spec.lora_r else trained
     merged.eval()
@@ -167,7 +164,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
                  "never_trained_on": "hh_rlhf/harmless-base (evaluation only)"},
         "training": {"steps": trainer.state.global_step, "train_loss": logged_mean_loss(trainer.state.log_history),
                      "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-                     "wall_time_s": clock.seconds, "finished_at": now(),
+                     "wall_time_s": training_seconds, "finished_at": now(),
                      "trl_version": package_version("trl"), "precision": "float32"},
         "held_out": held,
     }
