@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int, default=None, help="evaluate a seeded random subset of N documents")
     run.add_argument("--reuse-from", default=None, metavar="RUN",
                      help="take over the samples of RUN, this protocol on a smaller --limit (recorded; floats may differ "
-                          "in the last digits from a fresh run)")
+                          "in the last digits from a fresh run), or resume from a copy of this same run carried from "
+                          "another machine (harness publish --unfinished)")
     run.add_argument("--batch-size", type=_batch_size, default="auto", help="'auto' (token budget) or N sequences")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])

@@ -203,7 +203,9 @@ def execute(prepared: Prepared, wait_for_lock: bool = False) -> RunOutcome:
     with run_dir.lock(wait=wait_for_lock):
         existing = run_dir.samples() if run_dir.exists() else []
         done = {r["doc_id"] for r in existing}
-        if source is not None:
+        if source is not None and source.run_id == spec.run_id:
+            done |= carry_over(prepared, source, run_dir, done)
+        elif source is not None:
             done |= reuse_samples(prepared, source, run_dir, done)
         todo = [d for d in prepared.docs if d.id not in done]
         finished = run_dir.results()
@@ -220,7 +222,8 @@ def reuse_source(prepared: Prepared, store: RunStore) -> RunDir:
     """``--reuse-from``'s run, checked before anything is written: the same spec but for its
     subset, a smaller ``--limit`` of the same seed (whose documents are then all in this run's).
     It is an id (or prefix) in this run's store, or a run folder's path, such as a published run
-    in ``results/`` whose samples were kept whole."""
+    in ``results/`` whose samples were kept whole; or a copy of this same run carried from
+    another machine (``progress/``), which is resumed from."""
     name = prepared.request.reuse_from
     assert name is not None
     folder = Path(name)
@@ -234,7 +237,11 @@ def reuse_source(prepared: Prepared, store: RunStore) -> RunDir:
     else:
         source = store.find(name)
     if source.run_id == prepared.spec.run_id:
-        raise ArgumentError(f"--reuse-from {source.run_id} names this run itself (rerun without it to resume)")
+        if source.path.resolve() == store.run(source.run_id).path.resolve():
+            raise ArgumentError(f"--reuse-from {source.run_id} names this run itself (rerun without it to resume)")
+        if source.spec().run_id != source.run_id:
+            raise ArgumentError(f"--reuse-from {name}: its spec.json hashes to {source.spec().run_id}, not to its folder name")
+        return source  # a copy of this very run, carried from another machine: resumed from
     spec, source_spec = prepared.spec.as_dict(), source.spec().as_dict()
     differing = sorted(k for k in spec.keys() | source_spec.keys() if k != "selection" and spec.get(k) != source_spec.get(k))
     if differing:
@@ -265,6 +272,27 @@ def reuse_samples(prepared: Prepared, source: RunDir, run_dir: RunDir, done: set
     state["sessions"].append({"reused_from": source.run_id, "started_at": now(), "finished_at": now(),
                               "n_done_before": len(done), "n_done": len(done) + len(records), "cost": cost,
                               "model_load_s": sum(s.get("model_load_s", 0.0) for s in sessions)})
+    run_dir.write_state(state)
+    return {r["doc_id"] for r in records}
+
+
+def carry_over(prepared: Prepared, source: RunDir, run_dir: RunDir, done: set[str]) -> set[str]:
+    """Resume from a copy of this same run made elsewhere (``harness publish --unfinished``: a
+    machine that does not outlive its session carries its runs in the repository). Its samples
+    and its sessions become this run's, as if it had been resumed here: the cost, wall time and
+    machines of every session count once, so a run carried over many machines reports what it
+    took in all. Sessions already here (by start time) are not taken twice. Returns the
+    documents taken over."""
+    state = run_dir.state()
+    known = {s.get("started_at") for s in state["sessions"]}
+    records = [r for r in source.samples() if r["doc_id"] not in done]
+    carried = [s for s in source.state().get("sessions", []) if s.get("started_at") not in known]
+    if not records and not carried:
+        return set()
+    run_dir.create(prepared.spec)
+    run_dir.append(records)
+    state.setdefault("created_at", source.state().get("created_at") or now())
+    state["sessions"] = sorted(state["sessions"] + carried, key=lambda s: str(s.get("started_at")))
     run_dir.write_state(state)
     return {r["doc_id"] for r in records}
 

@@ -30,6 +30,10 @@ def add_parsers(sub: Any) -> None:
     publish.add_argument("runs", nargs="*", metavar="RUN", help="run ids or unique prefixes")
     publish.add_argument("--check", action="store_true",
                          help="publish nothing; check the folder (every spec hashes to its id, every file matches MANIFEST.json)")
+    publish.add_argument("--unfinished", action="store_true",
+                         help="also carry runs still under way, samples whole, so another machine resumes them "
+                              "(the manifest names the command; conventionally --to progress/)")
+    publish.add_argument("--remove", action="store_true", help="drop the named runs (full ids) from --to instead")
     publish.add_argument("--to", type=Path, default=Path("results"), help="published results folder; default ./results")
     publish.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
     publish.add_argument("--max-sample-bytes", type=int, default=None,
@@ -96,7 +100,7 @@ def _run_link(store, folder: Path):
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from reports.publish import MAX_SAMPLE_BYTES, publish, verify
+    from reports.publish import MAX_SAMPLE_BYTES, publish, remove, verify
 
     if args.check:
         if args.runs:
@@ -106,10 +110,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
             print(f"{args.to}: {problem}", file=sys.stderr)
         print(f"{args.to}: {'sound' if not problems else f'not sound ({len(problems)} found)'}")
         return 1 if problems else 0
+    if args.remove:
+        for run_id in remove(args.to, args.runs):
+            print(f"removed {run_id} from {args.to}")
+        return 0
     if args.max_sample_bytes is not None and args.max_sample_bytes < 1:
         raise ArgumentError(f"--max-sample-bytes must be a positive integer; got {args.max_sample_bytes}")
     store = open_store(args.output_dir)
-    for done in publish(store, args.runs, args.to, args.max_sample_bytes or MAX_SAMPLE_BYTES, args.data_dir):
+    for done in publish(store, args.runs, args.to, args.max_sample_bytes or MAX_SAMPLE_BYTES, args.data_dir, args.unfinished):
         kept = "all" if done.full_records == done.n_samples else f"{done.full_records} of {done.n_samples} whole (the rest: score fields)"
         print(f"published {done.run_id} -> {done.path}  samples: {kept}, {done.samples_bytes / 1e6:.2f} MB")
     print(f"manifest: {args.to / 'MANIFEST.json'}")

@@ -14,6 +14,13 @@ its samples and the sha256 of every file, so a hand edit shows.
 
 A run is refused, with nothing written, when it is unfinished, when its spec does not hash to
 its id, or when its results are not what its samples give.
+
+``--unfinished`` carries runs still under way (conventionally into ``progress/``): a machine
+that does not outlive its session leaves its partial runs in the repository, and the next
+machine resumes each with the command its manifest entry names (``--reuse-from`` the carried
+folder, which takes over its samples and sessions). A carried run keeps ``spec.json``,
+``state.json`` and all its samples whole; ``--remove`` drops a run from a folder once it is
+finished and published.
 """
 
 from __future__ import annotations
@@ -112,6 +119,28 @@ def checked_run(run_dir: RunDir) -> Checked:
         raise RunStoreError(f"run {run_id}: results.json is not what its samples give ({mismatch}); "
                             f"'harness rescore {run_id}' recomputes it")
     return spec, results, records
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    spec: RunSpec
+    records: list[dict[str, Any]]  # the samples so far, in the order they were written
+
+
+def checked_unfinished(run_dir: RunDir) -> Unfinished:
+    """An unfinished run's spec and samples, or an error saying why it cannot be carried."""
+    spec = run_dir.spec()
+    if spec.run_id != run_dir.run_id:
+        raise RunStoreError(f"run {run_dir.run_id}: spec.json hashes to {spec.run_id}, not to its folder name (edited or misplaced)")
+    records = run_dir.samples()
+    ids = [r["doc_id"] for r in records]
+    if len(set(ids)) != len(ids) or not set(ids) <= set(spec.selection["doc_ids"]):
+        raise RunStoreError(f"run {run_dir.run_id}: samples hold records outside its selection or twice")
+    return Unfinished(spec, records)
+
+
+def is_finished(run_dir: RunDir) -> bool:
+    return run_dir.results() is not None and not run_dir.journal.entries()
 
 
 # --- samples ------------------------------------------------------------------------------
@@ -369,26 +398,82 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
     return PublishedRun(run_dir.run_id, dest / run_dir.run_id, len(records), kept, len(samples)), entry
 
 
+def carry_run(run_dir: RunDir, dest: Path, checked: Unfinished) -> tuple[PublishedRun, dict[str, Any]]:
+    """Copy an unfinished run into ``dest/<run_id>/`` with all its samples whole (a resume needs
+    every record); returns it and its manifest entry, whose command resumes it."""
+    from reports.catalog import method_label, variant_label
+
+    spec, records = checked.spec, checked.records
+    state = run_dir.state()
+    samples = gzip_jsonl(records)
+    with staged_folder(dest / run_dir.run_id) as staging:
+        for name in ("spec.json", "state.json"):
+            if (run_dir.path / name).is_file():
+                _copy_without_machine_paths(run_dir.path / name, staging / name)
+        (staging / SAMPLES_GZ).write_bytes(samples)
+        files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
+    devices = [str(s.get("device")) for s in state.get("sessions", [])]
+    entry = {
+        "task": spec.task["name"], "variant": variant_label(spec.task["name"], spec.task["config"], spec.selection.get("limit")),
+        "method": method_label(spec.method["name"], spec.method["args"]), "model": spec.model["name"], "seed": spec.seed,
+        "unfinished": {"done": len(records), "of": spec.selection["n_selected"]},
+        # Run from the folder that holds ``dest`` (the repository root): no path of this machine.
+        "command": shlex.join(reproduce_argv(spec, devices) + ["--reuse-from", f"{dest.name}/{run_dir.run_id}"]),
+        "machine": machine_summary(state),
+        "wall_time_s": round(summed_wall_time(state), 1),
+        "harness_version": spec.harness_version,
+        "samples": {"n": len(records), "whole_records": len(records)},
+        "files": files,
+    }
+    recipe = _model_recipe(spec)
+    if recipe is not None:
+        entry["model_recipe"] = recipe
+    return PublishedRun(run_dir.run_id, dest / run_dir.run_id, len(records), len(records), len(samples)), entry
+
+
+def summed_wall_time(state: dict[str, Any]) -> float:
+    return sum(s.get("cost", {}).get("wall_time_s", 0.0) for s in state.get("sessions", []))
+
+
 def publish(store: RunStore, run_ids: list[str], dest: Path, max_sample_bytes: int = MAX_SAMPLE_BYTES,
-            data_dir: str | None = None) -> list[PublishedRun]:
-    """Publish runs (ids or unique prefixes) from ``store`` into ``dest``. Every run is checked
-    before any is written, so one bad run publishes nothing."""
+            data_dir: str | None = None, unfinished: bool = False) -> list[PublishedRun]:
+    """Publish runs (ids or unique prefixes) from ``store`` into ``dest``; with ``unfinished``,
+    runs still under way are carried whole (finished ones are published as ever). Every run is
+    checked before any is written, so one bad run publishes nothing."""
     if not run_ids:
         raise ArgumentError("name at least one run to publish (see 'harness show')")
     if dest.resolve() == store.root.resolve():
         raise ArgumentError("--to must be another folder than the run store")
     run_dirs = list({run_dir.run_id: run_dir for run_dir in (store.find(run_id) for run_id in run_ids)}.values())
-    checked = [checked_run(run_dir) for run_dir in run_dirs]
+    checked: list[Checked | Unfinished] = [
+        checked_unfinished(run_dir) if unfinished and not is_finished(run_dir) else checked_run(run_dir) for run_dir in run_dirs]
     manifest = read_manifest(dest)
     published = []
     for run_dir, found in zip(run_dirs, checked, strict=True):
-        done, entry = publish_run(run_dir, dest, max_sample_bytes, found, data_dir)
+        if isinstance(found, Unfinished):
+            done, entry = carry_run(run_dir, dest, found)
+        else:
+            done, entry = publish_run(run_dir, dest, max_sample_bytes, found, data_dir)
         manifest["runs"][done.run_id] = entry | {"published_at": manifest["runs"].get(done.run_id, {}).get("published_at") or now()}
         published.append(done)
     manifest["about"] = MANIFEST_ABOUT
     manifest["runs"] = dict(sorted(manifest["runs"].items()))
     atomic_write_json(dest / PUBLISHED_MANIFEST, manifest)
     return published
+
+
+def remove(dest: Path, run_ids: list[str]) -> list[str]:
+    """Drop runs (full ids) from a folder of published runs: their folders and manifest entries
+    (a carried run once it is finished and published, or a run withdrawn). Returns the ids."""
+    manifest = read_manifest(dest)
+    unknown = [run_id for run_id in run_ids if run_id not in manifest["runs"]]
+    if not run_ids or unknown:
+        raise ArgumentError(f"--remove: {', '.join(unknown) or 'no run named'}: not in {dest / PUBLISHED_MANIFEST}")
+    for run_id in run_ids:
+        shutil.rmtree(dest / run_id, ignore_errors=True)
+        del manifest["runs"][run_id]
+    atomic_write_json(dest / PUBLISHED_MANIFEST, manifest)
+    return run_ids
 
 
 def verify(dest: Path) -> list[str]:

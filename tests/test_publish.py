@@ -189,19 +189,23 @@ def _tree_differences(a: Path, b: Path) -> list[str]:
 
 # --- the committed results/ and site/ --------------------------------------------------------
 
-RESULTS, SITE = REPO / "results", REPO / "site"
+RESULTS, SITE, PROGRESS = REPO / "results", REPO / "site", REPO / "progress"
 
 
 def test_committed_results_are_sound():
     assert (RESULTS / "MANIFEST.json").is_file(), "results/ is missing its MANIFEST.json"
     assert publish.verify(RESULTS) == []
+    if PROGRESS.is_dir():  # the carried unfinished runs: sound too, and none already published
+        assert publish.verify(PROGRESS) == []
+        carried = set(json.loads((PROGRESS / "MANIFEST.json").read_text())["runs"])
+        assert not carried & set(_run_ids(RESULTS)), "finished runs still carried in progress/ (harness publish --remove)"
 
 
 def test_nothing_published_names_a_path_of_the_machine_that_ran_it():
     """Runs recorded the data mirror's absolute path; publish writes "local" in its place."""
     import re
 
-    found = [str(path.relative_to(REPO)) for root in (RESULTS, SITE) for path in root.rglob("*.json")
+    found = [str(path.relative_to(REPO)) for root in (RESULTS, SITE, PROGRESS) for path in root.rglob("*.json")
              if re.search(r'"/(work|root|home|tmp|Users)/', path.read_text(encoding="utf-8"))]
     assert not found, f"published files name local paths: {found[:5]}"
 
@@ -212,7 +216,7 @@ def test_nothing_published_is_git_ignored():
         pytest.skip("not a git checkout")
     import subprocess
 
-    published = [str(path.relative_to(REPO)) for root in (RESULTS, SITE) for path in root.rglob("*") if path.is_file()]
+    published = [str(path.relative_to(REPO)) for root in (RESULTS, SITE, PROGRESS) for path in root.rglob("*") if path.is_file()]
     ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, input="\n".join(published),
                              capture_output=True, text=True).stdout.split()
     assert not ignored, f"git ignores published files, so CI would not see them: {ignored[:5]}"
@@ -308,3 +312,58 @@ def test_a_model_the_harness_made_carries_its_recipe(tmp_path, monkeypatch):
     for source in ("zoo:made-model", f"local:{folder}"):
         assert publish._model_recipe(SimpleNamespace(model={"source": source}))["made_by"] == "harness compress"
     assert publish._model_recipe(SimpleNamespace(model={"source": "hf:org/model"})) is None
+
+
+def test_an_unfinished_run_is_carried_in_the_repository_and_resumed_elsewhere(tmp_path, monkeypatch, capsys):
+    """A machine that does not outlive its session: its crashed run goes into progress/, and a
+    fresh machine's store resumes it with the manifest's command, counting both sessions."""
+    from tasks.pubmedqa import PubMedQA
+
+    evaluate, calls = PubMedQA.evaluate, []
+
+    def crash_on_third_chunk(self, docs, method, settings):
+        calls.append(len(docs))
+        if len(calls) == 3:
+            raise RuntimeError("machine lost")
+        return evaluate(self, docs, method, settings)
+
+    monkeypatch.setattr(PubMedQA, "docs_per_chunk", 4)
+    monkeypatch.setattr(PubMedQA, "evaluate", crash_on_third_chunk)
+    first, fresh, scratch, progress = tmp_path / "first", tmp_path / "fresh", tmp_path / "scratch", tmp_path / "progress"
+    argv = ["run", "--task", "pubmedqa", "--limit", "20", "--model", "tiny-random-llama", "--quiet"]
+    with pytest.raises(RuntimeError, match="machine lost"):
+        cli(*argv, "--output-dir", first)
+    [crashed] = RunStore(first).run_dirs()
+    assert len(crashed.samples()) == 8 and crashed.results() is None
+    capsys.readouterr()
+    assert cli("publish", crashed.run_id, "--output-dir", first, "--to", progress) == 2
+    assert "unfinished (8 of 20 samples)" in capsys.readouterr().err and not progress.exists()
+    assert cli("publish", crashed.run_id, "--unfinished", "--output-dir", first, "--to", progress) == 0
+    assert publish.verify(progress) == []
+    entry = json.loads((progress / "MANIFEST.json").read_text())["runs"][crashed.run_id]
+    assert entry["unfinished"] == {"done": 8, "of": 20} and set(entry["files"]) == {"spec.json", "state.json", "samples.jsonl.gz"}
+    assert entry["command"].endswith(f"--reuse-from progress/{crashed.run_id}")
+    monkeypatch.setattr(PubMedQA, "evaluate", evaluate)
+    monkeypatch.chdir(tmp_path)  # the manifest's command runs from the folder holding progress/
+    resume = shlex.split(entry["command"])[1:] + ["--quiet", "--output-dir", fresh]
+    assert cli(*resume) == 0
+    resumed = RunStore(fresh).run(crashed.run_id)
+    results = resumed.results()
+    first_session = crashed.state()["sessions"][0]
+    assert results["n_samples"] == 20 and results["reused_from"] == []
+    assert results["timing"]["sessions"] == 2 and results["timing"]["resumed"]
+    assert results["cost"]["wall_time_s"] > first_session["cost"]["wall_time_s"] > 0
+    carried = {r["doc_id"]: r for r in crashed.samples()}
+    assert [r for r in resumed.samples() if r["doc_id"] in carried] == list(carried.values())  # taken over, not recomputed
+    # the same predictions as a run never interrupted; the command again takes nothing twice
+    assert cli(*argv, "--output-dir", scratch) == 0
+    [whole] = RunStore(scratch).run_dirs()
+    assert whole.run_id == crashed.run_id
+    by_doc = {r["doc_id"]: r["pred"] for r in resumed.samples()}
+    assert [r["pred"] for r in whole.samples()] == [by_doc[r["doc_id"]] for r in whole.samples()]
+    assert cli(*resume) == 0
+    assert len(resumed.state()["sessions"]) == 2 and len(resumed.samples()) == 20
+    # once finished and published, the carried copy leaves progress/
+    assert cli("publish", crashed.run_id, "--remove", "--to", progress) == 0
+    assert not (progress / crashed.run_id).exists() and publish.verify(progress) == []
+    assert cli("publish", "0000", "--remove", "--to", progress) == 2
