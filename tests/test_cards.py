@@ -45,6 +45,39 @@ def test_cached_continuations_score_as_whole_sequences(reward_model):
     assert reward_model.cost.counters["rm_calls"] == 4 + 4 + 1 + 1 + 1
 
 
+def test_packed_candidates_score_as_batched_ones_in_one_pass(reward_model):
+    """ARGS's candidates run packed into one sequence over the cache: the same rewards as
+    batches of rows (each a copy of the cache), one forward pass, the cache left as it was."""
+    continuations = [reward_model.encode_answer(t) for t in (" well", " for ten minutes", "!", " slowly")]
+    scores = {}
+    for pack in (True, False):
+        scorer = RewardModel(reward_model.loaded, Cost(), pack_candidates=pack)
+        assert scorer.pack_candidates is pack
+        state = scorer.start(CONVERSATION)
+        scorer.accept(state, scorer.encode_answer("Knead it"))
+        scorer.score_state(state)  # the answer read into the cache
+        passes = scorer.cost.counters["rm_forward_passes"]
+        scores[pack] = scorer.score_continuations(state, continuations)
+        lengths = len({len(c) for c in continuations})
+        assert lengths > 1 and scorer.cost.counters["rm_forward_passes"] - passes == (1 if pack else lengths)  # batches: one per length
+        assert scorer.cost.counters["rm_calls"] == 1 + 4 and state.cache.get_seq_length() == state.cached
+        assert scorer.score_continuations(state, continuations[::-1]) == pytest.approx(scores[pack][::-1], abs=1e-6)
+    assert scores[True] == pytest.approx(scores[False], abs=1e-6)
+
+
+def test_a_reward_model_without_a_chat_template_scores_the_answer_so_far(reward_model, monkeypatch):
+    """Without a template nothing follows the answer, so its reward is the cached last token's:
+    the cache steps back one token (this transformers' crop takes the count to drop, negated)."""
+    monkeypatch.setattr(reward_model.tokenizer, "chat_template", None)
+    scorer = RewardModel(reward_model.loaded, Cost())
+    state = scorer.start(CONVERSATION)
+    assert state.tail == []
+    scorer.accept(state, scorer.encode_answer("Knead it"))
+    whole = scorer.score_ids([state.head + state.answer])[0]
+    assert scorer.score_state(state) == pytest.approx(whole, abs=1e-5)
+    assert scorer.score_state(state) == pytest.approx(whole, abs=1e-5)  # and again, from the stepped-back cache
+
+
 def test_a_causal_lm_is_not_a_reward_model(tiny):
     with pytest.raises(IncompatibleError, match="not a reward model"):
         RewardModel(tiny, Cost())
