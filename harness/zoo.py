@@ -155,10 +155,16 @@ def check_local_name(name: str) -> str:
 
 def install(staging: Path, name: str, made: dict[str, Any], work: Path | None = None) -> str:
     """Write a made model's recipe into its staging folder and move it into place as the local
-    zoo model ``name`` (replacing an older one), then drop the training work folder."""
+    zoo model ``name`` (replacing an older one), then drop the training work folder. The recipe
+    records the machine, packages and torch threads it was made with: a retrain gives the same
+    weights (the same run ids for runs scored by it) only where the floats are summed the same way."""
     import shutil
 
-    write_recipe(staging, made)
+    import torch
+
+    from harness.runner import environment
+
+    write_recipe(staging, made | {"made_with": environment() | {"torch_threads": torch.get_num_threads()}})
     final = local_zoo_dir() / name
     if final.exists():
         shutil.rmtree(final)

@@ -251,6 +251,8 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
     assert 0 <= held["pair_accuracy"]["helpful"]["ci_low"] <= held["pair_accuracy"]["helpful"]["accuracy"] <= 1
     assert set(held["chosen_reward_quantiles"]) == {"0.1", "0.25", "0.5", "0.75", "0.9"}
     assert meta["data"]["n_train_pairs"] == 16 and meta["training"]["steps"] == 4
+    # what a bitwise retrain needs: the packages, the CPU and the threads the floats were summed on
+    assert meta["made_with"]["torch_threads"] >= 1 and meta["made_with"]["packages"]["torch"] and meta["made_with"]["machine"]
 
     # CARDS's r* defaults to the recorded median of held-out chosen rewards.
     from methods.reward_guided import reward_target
