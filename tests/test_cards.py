@@ -218,6 +218,12 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
     name = train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False)
     reference = models.load(models.resolve(name)).model.state_dict()
     uninterrupted = json.loads(zoo.recipe_file(name).read_text())["training"]
+    weights = models.resolve(name).identity.weights_sha256
+    # A retrain of the recipe (same machine and threads) gives the same weights bit for bit, so
+    # runs scored by it keep their ids: a machine that lost the model can remake it.
+    monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "remade")
+    assert train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False) == name
+    assert models.resolve(name).identity.weights_sha256 == weights
 
     monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "crashed")
     real_step, calls = Trainer.training_step, {"n": 0}
