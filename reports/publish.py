@@ -344,12 +344,23 @@ def read_manifest(dest: Path) -> dict[str, Any]:
         raise RunStoreError(f"{path} is not valid JSON ({error})") from None
 
 
+def _entry_head(spec: RunSpec, state: dict[str, Any]) -> dict[str, Any]:
+    """What a manifest entry says first: the cell (task variant, method, model, seed)."""
+    from reports.catalog import method_label, variant_label
+
+    return {"task": spec.task["name"], "variant": variant_label(spec.task["name"], spec.task["config"], spec.selection.get("limit")),
+            "method": method_label(spec.method["name"], spec.method["args"]), "model": spec.model["name"], "seed": spec.seed}
+
+
+def _devices(state: dict[str, Any]) -> list[str]:
+    return [str(s.get("device")) for s in state.get("sessions", [])]
+
+
 def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_BYTES,
                 checked: Checked | None = None, data_dir: str | None = None) -> tuple[PublishedRun, dict[str, Any]]:
     """Copy one run (checked here unless ``checked`` holds what ``checked_run`` gave) into
     ``dest/<run_id>/``, built aside and then swapped in; returns it and its manifest entry."""
     from harness.runner import make_task
-    from reports.catalog import method_label, variant_label
 
     spec, results, records = checked or checked_run(run_dir)
     state = run_dir.state()
@@ -374,13 +385,11 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
             if (run_dir.path / name).is_file():
                 shutil.copyfile(run_dir.path / name, staging / name)
         files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
-    devices = [str(s.get("device")) for s in state.get("sessions", [])]
     main = results["metrics"][results["main_metric"]]
     entry = {
-        "task": spec.task["name"], "variant": variant_label(spec.task["name"], spec.task["config"], spec.selection.get("limit")),
-        "method": method_label(spec.method["name"], spec.method["args"]), "model": spec.model["name"], "seed": spec.seed,
+        **_entry_head(spec, state),
         "main_metric": {"name": results["main_metric"], **{k: main.get(k) for k in ("value", "ci_low", "ci_high", "n")}},
-        "command": shlex.join(reproduce_argv(spec, devices)),
+        "command": shlex.join(reproduce_argv(spec, _devices(state))),
         "machine": machine_summary(state),
         "wall_time_s": round(results.get("timing", {}).get("wall_time_s") or 0.0, 1),
         "finished_at": results.get("finished_at"),
@@ -401,7 +410,7 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
 def carry_run(run_dir: RunDir, dest: Path, checked: Unfinished) -> tuple[PublishedRun, dict[str, Any]]:
     """Copy an unfinished run into ``dest/<run_id>/`` with all its samples whole (a resume needs
     every record); returns it and its manifest entry, whose command resumes it."""
-    from reports.catalog import method_label, variant_label
+    from harness.runner import summed_cost
 
     spec, records = checked.spec, checked.records
     state = run_dir.state()
@@ -412,15 +421,13 @@ def carry_run(run_dir: RunDir, dest: Path, checked: Unfinished) -> tuple[Publish
                 _copy_without_machine_paths(run_dir.path / name, staging / name)
         (staging / SAMPLES_GZ).write_bytes(samples)
         files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
-    devices = [str(s.get("device")) for s in state.get("sessions", [])]
     entry = {
-        "task": spec.task["name"], "variant": variant_label(spec.task["name"], spec.task["config"], spec.selection.get("limit")),
-        "method": method_label(spec.method["name"], spec.method["args"]), "model": spec.model["name"], "seed": spec.seed,
+        **_entry_head(spec, state),
         "unfinished": {"done": len(records), "of": spec.selection["n_selected"]},
         # Run from the folder that holds ``dest`` (the repository root): no path of this machine.
-        "command": shlex.join(reproduce_argv(spec, devices) + ["--reuse-from", f"{dest.name}/{run_dir.run_id}"]),
+        "command": shlex.join(reproduce_argv(spec, _devices(state)) + ["--reuse-from", f"{dest.name}/{run_dir.run_id}"]),
         "machine": machine_summary(state),
-        "wall_time_s": round(summed_wall_time(state), 1),
+        "wall_time_s": round(summed_cost(state.get("sessions", [])).get("wall_time_s", 0.0), 1),
         "harness_version": spec.harness_version,
         "samples": {"n": len(records), "whole_records": len(records)},
         "files": files,
@@ -429,10 +436,6 @@ def carry_run(run_dir: RunDir, dest: Path, checked: Unfinished) -> tuple[Publish
     if recipe is not None:
         entry["model_recipe"] = recipe
     return PublishedRun(run_dir.run_id, dest / run_dir.run_id, len(records), len(records), len(samples)), entry
-
-
-def summed_wall_time(state: dict[str, Any]) -> float:
-    return sum(s.get("cost", {}).get("wall_time_s", 0.0) for s in state.get("sessions", []))
 
 
 def publish(store: RunStore, run_ids: list[str], dest: Path, max_sample_bytes: int = MAX_SAMPLE_BYTES,
