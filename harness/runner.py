@@ -9,14 +9,10 @@ and rerunning the same command resumes.
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +23,7 @@ from harness import models, zoo
 from harness.api import Capability, Doc
 from harness.config import build, to_dict
 from harness.data import DataStore
+from harness.environment import environment
 from harness.errors import ArgumentError, DataUnavailableError, HarnessError, IncompatibleError
 from harness.method import METHODS, Method, MethodOptions
 from harness.spec import RunSpec, Selection, select
@@ -475,53 +472,3 @@ def identity_label(identity: dict[str, Any]) -> str:
     """A model identity in a few words: its name and the start of its weights' sha256."""
     weights = identity.get("weights_sha256")
     return f"{identity.get('name')} with weights {weights[:12]}" if weights else f"{identity.get('name')} from {identity.get('source')}"
-
-
-def environment() -> dict[str, Any]:
-    def pkg(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {
-        "harness_version": harness.__version__,
-        "git_revision": git_revision(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": machine(),
-        "packages": {name: pkg(name) for name in ("torch", "transformers", "lm-eval", "numpy", "scipy", "tokenizers")},
-    }
-
-
-def machine() -> dict[str, Any]:
-    """What the run ran on, for readers of published results: CPU model and cores, memory,
-    and the accelerator's name when one is visible."""
-    import torch
-
-    cpu = platform.processor() or None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        memory_gb = None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cpu_cores": cores, "memory_gb": memory_gb, "accelerator": accelerator}
-
-
-def git_revision() -> str | None:
-    root = Path(harness.__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-

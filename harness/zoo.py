@@ -162,7 +162,7 @@ def install(staging: Path, name: str, made: dict[str, Any], work: Path | None = 
 
     import torch
 
-    from harness.runner import environment
+    from harness.environment import environment
 
     write_recipe(staging, made | {"made_with": environment() | {"torch_threads": torch.get_num_threads()}})
     final = local_zoo_dir() / name
