@@ -106,9 +106,13 @@ class RewardModel:
         if loaded.identity.kind != "sequence-classifier" or getattr(loaded.model.config, "num_labels", 1) != 1:
             raise IncompatibleError(f"model '{loaded.identity.name}' is not a reward model (a sequence classifier with one label)")
         self.loaded, self.cost, self.batch_size = loaded, cost, batch_size
-        # Packing needs the backbone and the scalar head apart (``score``, as the Llama, Mistral,
-        # Qwen, Gemma and GPT-2 classifiers name it); other classifiers run candidates as batches.
-        self.pack_candidates = pack_candidates and isinstance(getattr(loaded.model, "score", None), torch.nn.Module)
+        # Packing needs the backbone and the scalar head apart (``score``, as the Llama-family and
+        # GPT-2 classifiers name it), and a config without a sliding window: every layer reads the
+        # packed mask as given, so a sliding-window layer would see past its window (configs that
+        # merely declare one, as Qwen2's do, lose packing too: safe, slower). Other classifiers
+        # run candidates as batches.
+        self.pack_candidates = (pack_candidates and isinstance(getattr(loaded.model, "score", None), torch.nn.Module)
+                                and not getattr(loaded.model.config, "sliding_window", None))
         self.tokenizer, self.device = loaded.tokenizer, loaded.device
         self.max_length = loaded.identity.max_length
 

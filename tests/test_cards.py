@@ -65,6 +65,12 @@ def test_packed_candidates_score_as_batched_ones_in_one_pass(reward_model):
     assert scores[True] == pytest.approx(scores[False], abs=1e-6)
 
 
+def test_a_sliding_window_reward_model_is_not_packed(reward_model, monkeypatch):
+    """Every layer reads the packed mask as given, so a sliding window would be ignored."""
+    monkeypatch.setattr(reward_model.loaded.model.config, "sliding_window", 4, raising=False)
+    assert not RewardModel(reward_model.loaded, Cost()).pack_candidates
+
+
 def test_a_reward_model_without_a_chat_template_scores_the_answer_so_far(reward_model, monkeypatch):
     """Without a template nothing follows the answer, so its reward is the cached last token's:
     the cache steps back one token (this transformers' crop takes the count to drop, negated)."""
