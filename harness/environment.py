@@ -1,6 +1,6 @@
 """What a run or a made model was computed with: the harness version and git revision, Python,
 the platform, the machine (CPU model and cores, memory, accelerator) and the versions of the
-numeric packages. Its own module because runs (``runner``) and made models (``zoo``) both
+numeric packages, and torch's thread count. Its own module because runs (``runner``) and made models (``zoo``) both
 record it, and the zoo sits below the runner."""
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": machine(),
         "packages": {name: pkg(name) for name in ("torch", "transformers", "lm-eval", "numpy", "scipy", "tokenizers")},
+        # CPU floats are summed in an order that depends on the thread count: a bitwise rerun needs it
+        "torch_threads": torch_threads(),
     }
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def machine() -> dict[str, Any]:

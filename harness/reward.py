@@ -212,7 +212,7 @@ class RewardModel:
         total = sum(len(piece) for piece in pieces)
         ids = torch.tensor([[t for piece in pieces for t in piece]], device=self.device)
         positions = torch.tensor([[past + i for piece in pieces for i in range(len(piece))]], device=self.device)
-        dtype = next(model.parameters()).dtype
+        dtype = model.dtype
         mask = torch.full((1, 1, total, past + total), torch.finfo(dtype).min, dtype=dtype, device=self.device)
         mask[..., :past] = 0.0
         ends, start = [], 0

@@ -280,15 +280,15 @@ def carry_over(prepared: Prepared, source: RunDir, run_dir: RunDir, done: set[st
     machines of every session count once, so a run carried over many machines reports what it
     took in all. Sessions already here (by start time) are not taken twice. Returns the
     documents taken over."""
-    state = run_dir.state()
+    state, source_state = run_dir.state(), source.state()
     known = {s.get("started_at") for s in state["sessions"]}
     records = [r for r in source.samples() if r["doc_id"] not in done]
-    carried = [s for s in source.state().get("sessions", []) if s.get("started_at") not in known]
+    carried = [s for s in source_state.get("sessions", []) if s.get("started_at") not in known]
     if not records and not carried:
         return set()
     run_dir.create(prepared.spec)
     run_dir.append(records)
-    state.setdefault("created_at", source.state().get("created_at") or now())
+    state.setdefault("created_at", source_state.get("created_at") or now())
     state["sessions"] = sorted(state["sessions"] + carried, key=lambda s: str(s.get("started_at")))
     run_dir.write_state(state)
     return {r["doc_id"] for r in records}

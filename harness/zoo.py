@@ -160,11 +160,9 @@ def install(staging: Path, name: str, made: dict[str, Any], work: Path | None = 
     weights (the same run ids for runs scored by it) only where the floats are summed the same way."""
     import shutil
 
-    import torch
-
     from harness.environment import environment
 
-    write_recipe(staging, made | {"made_with": environment() | {"torch_threads": torch.get_num_threads()}})
+    write_recipe(staging, made | {"made_with": environment()})
     final = local_zoo_dir() / name
     if final.exists():
         shutil.rmtree(final)

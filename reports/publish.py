@@ -344,12 +344,24 @@ def read_manifest(dest: Path) -> dict[str, Any]:
         raise RunStoreError(f"{path} is not valid JSON ({error})") from None
 
 
-def _entry_head(spec: RunSpec, state: dict[str, Any]) -> dict[str, Any]:
+def _entry_head(spec: RunSpec) -> dict[str, Any]:
     """What a manifest entry says first: the cell (task variant, method, model, seed)."""
     from reports.catalog import method_label, variant_label
 
     return {"task": spec.task["name"], "variant": variant_label(spec.task["name"], spec.task["config"], spec.selection.get("limit")),
             "method": method_label(spec.method["name"], spec.method["args"]), "model": spec.model["name"], "seed": spec.seed}
+
+
+def _recipe_field(spec: RunSpec) -> dict[str, Any]:
+    """``model_recipe`` for a model the harness made, else nothing."""
+    recipe = _model_recipe(spec)
+    return {} if recipe is None else {"model_recipe": recipe}
+
+
+def _copy_run_files(run_dir: RunDir, staging: Path) -> None:
+    for name in COPIED:
+        if (run_dir.path / name).is_file():
+            _copy_without_machine_paths(run_dir.path / name, staging / name)
 
 
 def _devices(state: dict[str, Any]) -> list[str]:
@@ -375,9 +387,7 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
                                 f"no longer gives its metrics ({mismatch}); publish with a larger --max-sample-bytes")
     inputs, inputs_note = rebuild_inputs(spec, data_dir)
     with staged_folder(dest / run_dir.run_id) as staging:
-        for name in COPIED:
-            if (run_dir.path / name).is_file():
-                _copy_without_machine_paths(run_dir.path / name, staging / name)
+        _copy_run_files(run_dir, staging)
         (staging / SAMPLES_GZ).write_bytes(samples)
         if inputs is not None:
             (staging / INPUTS_GZ).write_bytes(inputs)
@@ -387,7 +397,7 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
         files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
     main = results["metrics"][results["main_metric"]]
     entry = {
-        **_entry_head(spec, state),
+        **_entry_head(spec),
         "main_metric": {"name": results["main_metric"], **{k: main.get(k) for k in ("value", "ci_low", "ci_high", "n")}},
         "command": shlex.join(reproduce_argv(spec, _devices(state))),
         "machine": machine_summary(state),
@@ -401,10 +411,7 @@ def publish_run(run_dir: RunDir, dest: Path, max_sample_bytes: int = MAX_SAMPLE_
         "inputs": inputs_note,
         "files": files,
     }
-    recipe = _model_recipe(spec)
-    if recipe is not None:
-        entry["model_recipe"] = recipe
-    return PublishedRun(run_dir.run_id, dest / run_dir.run_id, len(records), kept, len(samples)), entry
+    return PublishedRun(run_dir.run_id, dest / run_dir.run_id, len(records), kept, len(samples)), entry | _recipe_field(spec)
 
 
 def carry_run(run_dir: RunDir, dest: Path, checked: Unfinished) -> tuple[PublishedRun, dict[str, Any]]:
@@ -416,13 +423,11 @@ def carry_run(run_dir: RunDir, dest: Path, checked: Unfinished) -> tuple[Publish
     state = run_dir.state()
     samples = gzip_jsonl(records)
     with staged_folder(dest / run_dir.run_id) as staging:
-        for name in ("spec.json", "state.json"):
-            if (run_dir.path / name).is_file():
-                _copy_without_machine_paths(run_dir.path / name, staging / name)
+        _copy_run_files(run_dir, staging)
         (staging / SAMPLES_GZ).write_bytes(samples)
         files = {p.name: _sha256(p) for p in sorted(staging.iterdir())}
     entry = {
-        **_entry_head(spec, state),
+        **_entry_head(spec),
         "unfinished": {"done": len(records), "of": spec.selection["n_selected"]},
         # Run from the folder that holds ``dest`` (the repository root): no path of this machine.
         "command": shlex.join(reproduce_argv(spec, _devices(state)) + ["--reuse-from", f"{dest.name}/{run_dir.run_id}"]),
@@ -432,10 +437,7 @@ def carry_run(run_dir: RunDir, dest: Path, checked: Unfinished) -> tuple[Publish
         "samples": {"n": len(records), "whole_records": len(records)},
         "files": files,
     }
-    recipe = _model_recipe(spec)
-    if recipe is not None:
-        entry["model_recipe"] = recipe
-    return PublishedRun(run_dir.run_id, dest / run_dir.run_id, len(records), len(records), len(samples)), entry
+    return PublishedRun(run_dir.run_id, dest / run_dir.run_id, len(records), len(records), len(samples)), entry | _recipe_field(spec)
 
 
 def publish(store: RunStore, run_ids: list[str], dest: Path, max_sample_bytes: int = MAX_SAMPLE_BYTES,
