@@ -31,7 +31,35 @@ def _toolchain(family: str) -> None:
         pytest.skip(f"{binary} not installed")
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the command name may hold spaces and parentheses
+
+
+def _other_workers() -> set[int]:
+    """Under pytest-xdist, the other workers: siblings of this process, whose own sandboxed
+    programs must not count against this test. An escaped program is reparented to init (or
+    a subreaper), so it no longer descends from any of them and is still counted."""
+    siblings = {int(p.parent.name) for p in Path("/proc").glob("[0-9]*/stat") if _parent(int(p.parent.name)) == os.getppid()}
+    return siblings - {os.getpid()}
+
+
+def _descends_from(pid: int, ancestors: set[int]) -> bool:
+    seen: set[int] = set()
+    current: int | None = pid
+    while current and current not in seen:
+        if current in ancestors:
+            return True
+        seen.add(current)
+        current = _parent(current)
+    return False
+
+
 def _sandbox_processes() -> list[int]:
+    others = _other_workers()
     pids = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -40,8 +68,9 @@ def _sandbox_processes() -> list[int]:
             continue
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         zombie = fields.get("State", "").strip().startswith("Z")  # dead, waiting to be reaped: harmless
-        if fields.get("Uid", "").split()[:1] == [str(SANDBOX_UID)] and not zombie:
-            pids.append(int(status.parent.name))
+        pid = int(status.parent.name)
+        if fields.get("Uid", "").split()[:1] == [str(SANDBOX_UID)] and not zombie and not _descends_from(pid, others):
+            pids.append(pid)
     return pids
 
 
