@@ -23,7 +23,7 @@ from harness.errors import ArgumentError, ModelLoadError, UnknownNameError, firs
 from harness.identity import IDENTITY_FILE, ModelIdentity, ModelKind, cached_identity, folder_identity
 from harness.remote import RemoteOptions, endpoint, is_remote, remote_identity
 from harness.store import atomic_write_text, build_once, staged_folder
-from harness.zoo import ZooEntry, cache_dir, cached_sha256, zoo
+from harness.zoo import ZooEntry, cache_dir, cached_sha256, carried_hint, zoo
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def _resolve_local(name: str, dtype: str, options: LoadOptions) -> ResolvedModel
     import difflib
 
     close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = carried_hint(name) or (f"; did you mean '{close[0]}'?" if close else "")
     raise UnknownNameError(
         f"unknown model '{name}'{hint} (zoo: {', '.join(sorted(entries))}; or give a local folder or a Hugging Face id)"
     )

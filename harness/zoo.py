@@ -92,6 +92,14 @@ BUILTIN_ZOO: dict[str, ZooEntry] = {
 
 
 RECIPE_FILE = "harness_zoo.json"
+CARRIED_FILE = "harness_carried.json"  # a made model carried as its adapter (training.carry)
+CARRIED_MODELS = Path("models")  # where the repository carries them, from its root
+
+
+def carried_hint(name: str) -> str:
+    """How to get a model the harness made elsewhere and carried here, or ''."""
+    folder = CARRIED_MODELS / name
+    return f"; it is carried in {folder}/: rebuild it with 'harness train restore {folder}'" if (folder / CARRIED_FILE).is_file() else ""
 
 
 def local_zoo_dir() -> Path:

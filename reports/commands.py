@@ -34,6 +34,9 @@ def add_parsers(sub: Any) -> None:
                          help="also carry runs still under way, samples whole, so another machine resumes them "
                               "(the manifest names the command; conventionally --to progress/)")
     publish.add_argument("--remove", action="store_true", help="drop the named runs (full ids) from --to instead")
+    publish.add_argument("--model", default=None, metavar="NAME",
+                         help="carry a LoRA-trained zoo model instead: its adapter, config, tokenizer and recipe, not its merged "
+                              "weights (conventionally --to models/; 'harness train restore models/NAME' rebuilds it)")
     publish.add_argument("--to", type=Path, default=Path("results"), help="published results folder; default ./results")
     publish.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
     publish.add_argument("--max-sample-bytes", type=int, default=None,
@@ -110,6 +113,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
             print(f"{args.to}: {problem}", file=sys.stderr)
         print(f"{args.to}: {'sound' if not problems else f'not sound ({len(problems)} found)'}")
         return 1 if problems else 0
+    if args.model is not None:
+        from training.carry import carry_model
+
+        if args.runs or args.unfinished or args.remove:
+            raise ArgumentError("--model carries one zoo model: give no runs, --unfinished or --remove with it")
+        print(f"carried {args.model} -> {carry_model(args.model, args.to)}  (rebuild elsewhere: harness train restore {args.to / args.model})")
+        return 0
     if args.remove:
         for run_id in remove(args.to, args.runs):
             print(f"removed {run_id} from {args.to}")

@@ -14,7 +14,7 @@ from conftest import cli, saved_training_seconds
 from harness import models, zoo
 from harness.api import ChatMessage, GenerateRequest
 from harness.data import DataStore
-from harness.errors import IncompatibleError
+from harness.errors import IncompatibleError, UnknownNameError
 from harness.method import METHODS, Cost, MethodOptions
 from harness.reward import RewardModel
 from harness.runner import compare
@@ -214,7 +214,7 @@ def test_diversity_measures():
     assert distinct(["the cat sat", "the cat ran"], 1) == pytest.approx(4 / 6)
 
 
-def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror, tmp_path, monkeypatch):
+def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror, tmp_path, monkeypatch, capsys):
     from transformers import Trainer
 
     from training.reward_model import RewardModelSpec, train_reward_model
@@ -227,6 +227,30 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
     weights = models.resolve(name).identity.weights_sha256
     # A retrain of the recipe (same machine and threads) gives the same weights bit for bit, so
     # runs scored by it keep their ids: a machine that lost the model can remake it.
+    # Carried in a few files (adapter, config, tokenizer, recipe; no merged weights), it is
+    # rebuilt on a machine that never trained it, bit for bit, or not at all.
+    carried = tmp_path / "models"
+    assert cli("publish", "--model", name, "--to", str(carried)) == 0
+    assert not list((carried / name).glob("*.safetensors")) and (carried / name / "adapter").is_dir()
+    adapter_config = json.loads((carried / name / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "tiny-random-llama"  # its zoo name, no path of this machine
+    monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "restored")
+    record = json.loads((carried / name / "harness_carried.json").read_text())
+    (carried / name / "harness_carried.json").write_text(json.dumps(record | {"weights": {"model.safetensors": "0" * 64}}))
+    assert cli("train", "restore", str(carried / name)) == 2
+    assert "is not the carried one" in capsys.readouterr().err and name not in zoo.zoo()
+    monkeypatch.setattr(zoo, "CARRIED_MODELS", carried)
+    with pytest.raises(UnknownNameError, match=f"harness train restore {carried / name}"):
+        models.resolve(name)  # a run naming it says where it is carried
+    (carried / name / "harness_carried.json").write_text(json.dumps(record))
+    assert cli("train", "restore", str(carried / name)) == 0
+    assert models.resolve(name).identity.weights_sha256 == weights
+    assert zoo.recipe(name) == json.loads((tmp_path / "clean" / name / "harness_zoo.json").read_text())
+    adapter = next((carried / name / "adapter").glob("*.safetensors"))
+    adapter.write_bytes(adapter.read_bytes()[:-4] + b"\0\0\0\0")
+    assert cli("train", "restore", str(carried / name)) == 2
+    assert "adapter/adapter_model.safetensors is missing or altered" in capsys.readouterr().err
+
     monkeypatch.setattr(zoo, "local_zoo_dir", lambda: tmp_path / "remade")
     assert train_reward_model(RewardModelSpec(**TINY_TRAINING), data, show_progress=False) == name
     assert models.resolve(name).identity.weights_sha256 == weights

@@ -17,6 +17,7 @@ from conftest import REPO, cli
 from harness.store import PublishedStore, RunStore, open_store
 from reports import publish
 from reports.catalog import load_entries
+from training.carry import check_carried
 
 
 def _run_ids(root: Path, task: str | None = None) -> list[str]:
@@ -189,7 +190,7 @@ def _tree_differences(a: Path, b: Path) -> list[str]:
 
 # --- the committed results/ and site/ --------------------------------------------------------
 
-RESULTS, SITE, PROGRESS = REPO / "results", REPO / "site", REPO / "progress"
+RESULTS, SITE, PROGRESS, MODELS = REPO / "results", REPO / "site", REPO / "progress", REPO / "models"
 
 
 def test_committed_results_are_sound():
@@ -199,13 +200,16 @@ def test_committed_results_are_sound():
         assert publish.verify(PROGRESS) == []
         carried = set(json.loads((PROGRESS / "MANIFEST.json").read_text())["runs"])
         assert not carried & set(_run_ids(RESULTS)), "finished runs still carried in progress/ (harness publish --remove)"
+    for folder in sorted(MODELS.iterdir()) if MODELS.is_dir() else []:  # carried models: every file as carried
+        if not folder.name.startswith("."):
+            assert check_carried(folder)["model"] == folder.name
 
 
 def test_nothing_published_names_a_path_of_the_machine_that_ran_it():
     """Runs recorded the data mirror's absolute path; publish writes "local" in its place."""
     import re
 
-    found = [str(path.relative_to(REPO)) for root in (RESULTS, SITE, PROGRESS) for path in root.rglob("*.json")
+    found = [str(path.relative_to(REPO)) for root in (RESULTS, SITE, PROGRESS, MODELS) for path in root.rglob("*.json")
              if re.search(r'"/(work|root|home|tmp|Users)/', path.read_text(encoding="utf-8"))]
     assert not found, f"published files name local paths: {found[:5]}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from harness import zoo
@@ -67,6 +68,9 @@ def add_parsers(sub: Any) -> None:
     distil.add_argument("--seed", type=int, default=0)
     distil.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     distil.add_argument("--quiet", action="store_true")
+    restore = which.add_parser("restore", help="rebuild a carried model (harness publish --model) into the local zoo: its adapter "
+                                               "merged into its base, checked against the carried weights' sha256")
+    restore.add_argument("folder", type=Path, help="the carried model's folder, e.g. models/smollm2-135m-instruct-rm")
     reward = which.add_parser("reward-model", help="train a reward model (Bradley-Terry, TRL) on HH-RLHF helpful pairs outside the hh-rlhf task's prompts")
     reward.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo backbone; default {DEFAULT_MODEL}")
     reward.add_argument("--epochs", type=int, default=1)
@@ -140,6 +144,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.trainer in ("hmt", "rmt"):
         return _train_memory(args)
+    if args.trainer == "restore":
+        from training.carry import restore_model
+
+        name = restore_model(args.folder)
+        print(f"zoo model: {name}  (rebuilt from {args.folder}; the same weights it was carried with)")
+        return 0
     if args.trainer == "reward-model":
         return _train_reward_model(args)
     if args.trainer in ("dpo", "mdpo"):

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from harness import models, zoo
 from harness.errors import ArgumentError
 from harness.store import now
+from training.carry import keep_adapter
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -138,11 +139,12 @@ def train_lora(
                     torch.save({"lora": lora_state, "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
                                 "rng": torch.get_rng_state(), "seconds": seconds_since(before, began)}, tmp)
                     tmp.replace(checkpoint)
-    merged = model.merge_and_unload()
-    merged.eval()
     staging = work / "model"
     if staging.exists():
         shutil.rmtree(staging)
+    keep_adapter(model, staging, base_model)
+    merged = model.merge_and_unload()
+    merged.eval()
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     meta = meta | {

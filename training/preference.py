@@ -403,6 +403,7 @@ def preference_rows(spec: PreferenceSpec, data: DataStore) -> tuple[list[dict[st
 
 def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool = True) -> str:
     """Train (or resume, or reuse) the DPO / mDPO model; returns its zoo name."""
+    from training.carry import keep_adapter
     from training.clock import logged_mean_loss, train_resuming
     from training.lora import existing
     from training.reward_model import package_version
@@ -423,11 +424,13 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
     kind = condition_of(rows)
     training_seconds = train_resuming(trainer)
     trained = trainer.model
-    merged = trained.merge_and_unload() if spec.lora_r else trained
-    merged.eval()
     staging = work / "model"
     if staging.exists():
         shutil.rmtree(staging)
+    if spec.lora_r:
+        keep_adapter(trained, staging, spec.model)
+    merged = trained.merge_and_unload() if spec.lora_r else trained
+    merged.eval()
     merged.save_pretrained(staging)
     processing_class.save_pretrained(staging)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
