@@ -29,7 +29,8 @@ def add_parsers(sub: Any) -> None:
     publish = sub.add_parser("publish", help="copy finished runs into a published results folder (checked, with a manifest)")
     publish.add_argument("runs", nargs="*", metavar="RUN", help="run ids or unique prefixes")
     publish.add_argument("--check", action="store_true",
-                         help="publish nothing; check the folder (every spec hashes to its id, every file matches MANIFEST.json)")
+                         help="publish nothing; check the folder (every spec hashes to its id, every file matches MANIFEST.json), "
+                              "or with --model that carried model's files")
     publish.add_argument("--unfinished", action="store_true",
                          help="also carry runs still under way, samples whole, so another machine resumes them "
                               "(the manifest names the command; conventionally --to progress/)")
@@ -37,7 +38,7 @@ def add_parsers(sub: Any) -> None:
     publish.add_argument("--model", default=None, metavar="NAME",
                          help="carry a LoRA-trained zoo model instead: its adapter, config, tokenizer and recipe, not its merged "
                               "weights (conventionally --to models/; 'harness train restore models/NAME' rebuilds it)")
-    publish.add_argument("--to", type=Path, default=Path("results"), help="published results folder; default ./results")
+    publish.add_argument("--to", type=Path, default=None, help="published results folder; default ./results (with --model: ./models)")
     publish.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
     publish.add_argument("--max-sample-bytes", type=int, default=None,
                          help="compressed samples above this keep whole records for a seeded sample only (default 2,000,000)")
@@ -105,6 +106,14 @@ def _run_link(store, folder: Path):
 def cmd_publish(args: argparse.Namespace) -> int:
     from reports.publish import MAX_SAMPLE_BYTES, publish, remove, verify
 
+    if args.to is None:
+        args.to = Path("models") if args.model is not None else Path("results")
+    if args.check and args.model is not None:
+        from training.carry import check_carried
+
+        check_carried(args.to / args.model)
+        print(f"{args.to / args.model}: sound")
+        return 0
     if args.check:
         if args.runs:
             raise ArgumentError("--check takes no runs: it checks the whole folder")
@@ -118,7 +127,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
         if args.runs or args.unfinished or args.remove:
             raise ArgumentError("--model carries one zoo model: give no runs, --unfinished or --remove with it")
-        print(f"carried {args.model} -> {carry_model(args.model, args.to)}  (rebuild elsewhere: harness train restore {args.to / args.model})")
+        folder = carry_model(args.model, args.to)
+        print(f"carried {args.model} -> {folder}  (rebuild elsewhere: harness train restore {folder})")
         return 0
     if args.remove:
         for run_id in remove(args.to, args.runs):

@@ -247,7 +247,9 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
     assert models.resolve(name).identity.weights_sha256 == weights
     assert zoo.recipe(name) == json.loads((tmp_path / "clean" / name / "harness_zoo.json").read_text())
     adapter = next((carried / name / "adapter").glob("*.safetensors"))
+    assert cli("publish", "--check", "--model", name, "--to", str(carried)) == 0
     adapter.write_bytes(adapter.read_bytes()[:-4] + b"\0\0\0\0")
+    assert cli("publish", "--check", "--model", name, "--to", str(carried)) == 2
     assert cli("train", "restore", str(carried / name)) == 2
     assert "adapter/adapter_model.safetensors is missing or altered" in capsys.readouterr().err
 
