@@ -73,7 +73,8 @@ def carry_model(name: str, dest: Path) -> Path:
             "model": name, "model_kind": entry.model_kind, "base_model": made["base_model"],
             "base_weights_sha256": made["base_identity"]["weights_sha256"],
             "weights": {file.name: zoo.cached_sha256(file) for file in _merged_weight_files(folder)},
-            "files": files, "restore": f"harness train restore {dest.as_posix().rstrip('/')}/{name}",
+            # the command from the repository root, where models are carried by convention
+            "files": files, "restore": f"harness train restore {(zoo.CARRIED_MODELS / name).as_posix()}",
         })
     return dest / name
 
