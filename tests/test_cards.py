@@ -214,6 +214,26 @@ def test_diversity_measures():
     assert distinct(["the cat sat", "the cat ran"], 1) == pytest.approx(4 / 6)
 
 
+def test_an_adapter_merges_exactly_as_peft_would_within_rounding(tiny):
+    """The carried models' merge: peft's update (B @ A times the scaling) in fixed-order exact
+    steps, the LoRA layers and modules_to_save unloaded as merge_and_unload unloads them."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from training.carry import merge_adapter
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "down_proj"], modules_to_save=["lm_head"], init_lora_weights=False)
+    trained = get_peft_model(copy.deepcopy(tiny.model), config)
+    expected = copy.deepcopy(trained).merge_and_unload().state_dict()
+    merged = merge_adapter(trained)
+    assert not any("lora_" in k or "modules_to_save" in k for k in merged.state_dict())
+    assert expected.keys() == merged.state_dict().keys()
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, tiny.model.state_dict()[k])]
+    assert changed and all(torch.allclose(v, expected[k], atol=1e-6) for k, v in merged.state_dict().items())
+
+
 def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror, tmp_path, monkeypatch, capsys):
     from transformers import Trainer
 

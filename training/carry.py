@@ -9,8 +9,9 @@ instead of 540. Another machine rebuilds it by merging the adapter into the same
   unless the carried files are intact, the base is the one it was trained on, and the rebuilt
   weights hash to the carried sha256. Then runs scored by the model keep their ids.
 
-The merge repeats the trainer's own (base in float32, ``merge_and_unload``, ``save_pretrained``),
-so the bytes match where the packages are the ones in the recipe's ``made_with``.
+The merge is the trainers' own (``merge_adapter``: exact elementwise steps in a fixed order, so
+the same on every CPU), on the base in float32, saved by ``save_pretrained``: the bytes match
+where the packages are the ones in the recipe's ``made_with``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,34 @@ def keep_adapter(peft_model: Any, staging: Path, base_model: str) -> None:
         config.base_model_name_or_path = base_model
     peft_model.save_pretrained(staging / ADAPTER)
     (staging / ADAPTER / "README.md").unlink(missing_ok=True)  # peft's blank model card
+
+
+def merge_adapter(peft_model: Any) -> Any:
+    """Fold a LoRA model's adapters into its base weights and return the base model (with any
+    head trained in full in place), as ``merge_and_unload`` does, but bit for bit the same on
+    every CPU. peft computes each update as a matrix product B @ A, whose float sums a BLAS may
+    order by the CPU's vector width; here each update is the sum of its rank's outer products,
+    added in rank order, every step an exactly rounded elementwise operation. A model rebuilt
+    from its carried adapter on another machine then has the weights it was trained to."""
+    import torch
+    from peft.tuners.lora.layer import Linear as LoraLinear
+    from peft.tuners.lora.layer import LoraLayer
+
+    with torch.no_grad():
+        for name, module in peft_model.named_modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            if not isinstance(module, LoraLinear) or any(module.use_dora.values()):
+                raise ArgumentError(f"{name}: only plain LoRA on linear layers is merged exactly; this is a {type(module).__name__}")
+            weight = module.get_base_layer().weight
+            for adapter in module.active_adapters:
+                a, b = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight.float()
+                delta = torch.zeros(b.shape[0], a.shape[1], dtype=torch.float32)
+                for k in range(a.shape[0]):
+                    delta += torch.outer(b[:, k], a[k])
+                delta = delta.T if module.fan_in_fan_out else delta
+                weight += (delta * module.scaling[adapter]).to(weight.dtype)
+    return peft_model.unload()
 
 
 def _merged_weight_files(folder: Path) -> list[Path]:
@@ -112,7 +141,7 @@ def restore_model(folder: Path) -> str:
                    "image-text-to-text": AutoModelForImageTextToText}[carried["model_kind"]]
     # The carried config, not the base's: it holds what the trainer set (a scalar head, the pad token).
     model = model_class.from_pretrained(base.path, config=AutoConfig.from_pretrained(folder), dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, folder / ADAPTER).merge_and_unload()
+    merged = merge_adapter(PeftModel.from_pretrained(model, folder / ADAPTER))
     merged.eval()
     with staged_folder(zoo.local_zoo_dir() / name) as staging:
         merged.save_pretrained(staging / "merged")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from harness import models, zoo
 from harness.errors import ArgumentError
 from harness.store import now
-from training.carry import keep_adapter
+from training.carry import keep_adapter, merge_adapter
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -143,7 +143,7 @@ def train_lora(
     if staging.exists():
         shutil.rmtree(staging)
     keep_adapter(model, staging, base_model)
-    merged = model.merge_and_unload()
+    merged = merge_adapter(model)
     merged.eval()
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)

@@ -403,7 +403,7 @@ def preference_rows(spec: PreferenceSpec, data: DataStore) -> tuple[list[dict[st
 
 def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool = True) -> str:
     """Train (or resume, or reuse) the DPO / mDPO model; returns its zoo name."""
-    from training.carry import keep_adapter
+    from training.carry import keep_adapter, merge_adapter
     from training.clock import logged_mean_loss, train_resuming
     from training.lora import existing
     from training.reward_model import package_version
@@ -429,7 +429,7 @@ def train_preference(spec: PreferenceSpec, data: DataStore, show_progress: bool 
         shutil.rmtree(staging)
     if spec.lora_r:
         keep_adapter(trained, staging, spec.model)
-    merged = trained.merge_and_unload() if spec.lora_r else trained
+    merged = merge_adapter(trained) if spec.lora_r else trained
     merged.eval()
     merged.save_pretrained(staging)
     processing_class.save_pretrained(staging)

@@ -119,7 +119,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
     from trl import RewardTrainer
 
     from harness.reward import render
-    from training.carry import keep_adapter
+    from training.carry import keep_adapter, merge_adapter
     from training.clock import logged_mean_loss, train_resuming
 
     base = models.resolve(spec.base_model)
@@ -150,7 +150,7 @@ def train_reward_model(spec: RewardModelSpec, data: DataStore, show_progress: bo
         shutil.rmtree(staging)
     if spec.lora_r:
         keep_adapter(trained, staging, spec.base_model)
-    merged = trained.merge_and_unload() if spec.lora_r else trained
+    merged = merge_adapter(trained) if spec.lora_r else trained
     merged.eval()
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
