@@ -61,7 +61,7 @@ def merge_adapter(peft_model: Any) -> Any:
             weight = module.get_base_layer().weight
             for adapter in module.active_adapters:
                 a, b = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight.float()
-                delta = torch.zeros(b.shape[0], a.shape[1], dtype=torch.float32)
+                delta = torch.zeros(b.shape[0], a.shape[1], dtype=torch.float32, device=b.device)
                 for k in range(a.shape[0]):
                     delta += torch.outer(b[:, k], a[k])
                 delta = delta.T if module.fan_in_fan_out else delta
