@@ -47,7 +47,8 @@ class ModelIdentity:
         return identity
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def weight_files(folder: Path) -> list[Path]:
+    """A model folder's weight files (safetensors, else .bin); an error when it has none."""
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not files:
         raise ModelLoadError(f"no model weights (*.safetensors or *.bin) in {folder}")
@@ -98,7 +99,7 @@ def folder_identity(name: str, source: str, folder: Path, dtype: str, weights_sh
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as error:
         raise ModelLoadError(f"model '{name}' at {folder} cannot be read: {type(error).__name__}: {first_line(error)}") from None
-    files = _weight_files(folder)
+    files = weight_files(folder)
     if weights_sha256 is None:
         digest = hashlib.sha256()
         for file in files:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from harness import models, zoo
 from harness.data import sha256_file
 from harness.errors import ArgumentError, ModelLoadError
-from harness.identity import IDENTITY_FILE
+from harness.identity import IDENTITY_FILE, weight_files
 from harness.store import atomic_write_json, staged_folder
 
 ADAPTER = "adapter"
@@ -69,14 +70,16 @@ def merge_adapter(peft_model: Any) -> Any:
     return peft_model.unload()
 
 
-def _merged_weight_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-
-
 def _carried_files(folder: Path) -> list[Path]:
     """Every file of a zoo folder but its merged weights and its cached identity (rebuilt on restore)."""
-    weights = set(_merged_weight_files(folder))
+    weights = set(weight_files(folder))
     return sorted(p for p in folder.rglob("*") if p.is_file() and p not in weights and p.name != IDENTITY_FILE)
+
+
+def _copy(source: Path, dest: Path, relatives: Iterable[str]) -> None:
+    for relative in relatives:
+        (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / relative, dest / relative)
 
 
 def carry_model(name: str, dest: Path) -> Path:
@@ -92,16 +95,12 @@ def carry_model(name: str, dest: Path) -> Path:
     if "base_model" not in made or "base_identity" not in made:
         raise ArgumentError(f"zoo model '{name}' has no base model in its recipe: nothing to merge its adapter into")
     with staged_folder(dest / name) as staging:
-        files = {}
-        for file in _carried_files(folder):
-            relative = file.relative_to(folder).as_posix()
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(file, staging / relative)
-            files[relative] = sha256_file(file)
+        files = {file.relative_to(folder).as_posix(): sha256_file(file) for file in _carried_files(folder)}
+        _copy(folder, staging, files)
         atomic_write_json(staging / CARRIED_FILE, {
             "model": name, "model_kind": entry.model_kind, "base_model": made["base_model"],
             "base_weights_sha256": made["base_identity"]["weights_sha256"],
-            "weights": {file.name: zoo.cached_sha256(file) for file in _merged_weight_files(folder)},
+            "weights": {file.name: zoo.cached_sha256(file) for file in weight_files(folder)},
             # the command from the repository root, where models are carried by convention
             "files": files, "restore": f"harness train restore {(zoo.CARRIED_MODELS / name).as_posix()}",
         })
@@ -152,7 +151,5 @@ def restore_model(folder: Path) -> str:
                                      "or CPU differ from its recipe's made_with; retrain it with its recipe")
             rebuilt.rename(staging / file)
         shutil.rmtree(staging / "merged")
-        for relative in carried["files"]:
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(folder / relative, staging / relative)
+        _copy(folder, staging, carried["files"])
     return name
