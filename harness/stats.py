@@ -2,7 +2,8 @@
 
 Proportions get Wilson's score interval; every other metric (means, perplexities as ratios
 of sums, F1, calibration errors) a paired bootstrap over samples (BCa up to 1,000 samples,
-percentile beyond or where BCa is undefined). Comparisons of two runs resample and permute the shared samples as pairs.
+percentile beyond or where BCa is undefined), except statistics that repeated samples bias
+(distinct-n), which get a delete-one jackknife interval. Comparisons of two runs resample and permute the shared samples as pairs.
 """
 
 from __future__ import annotations
@@ -101,6 +102,19 @@ def bootstrap_interval(
         if _finite(low) and _finite(high):
             return low, high, f"bootstrap-{method} ({n_resamples} resamples, seed {seed})"
     return _nan_tolerant_percentile(arrays, statistic, seed, n_resamples)
+
+
+def jackknife_interval(point: float, leave_one_out: np.ndarray) -> tuple[float | None, float | None, str]:
+    """Normal interval around ``point`` with the delete-one jackknife's standard error, from the
+    statistic recomputed without each sample in turn. For statistics that a bootstrap biases:
+    a resample repeats samples, and a pooled unique-over-total ratio (distinct-n) then counts
+    every repeat as a duplicate, so its bootstrap interval can lie wholly below the estimate."""
+    n = len(leave_one_out)
+    if n < 2:
+        return None, None, "none (n<2)"
+    se = math.sqrt((n - 1) / n * float(np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
+    z = float(scipy_stats.norm.ppf(0.5 + CONFIDENCE / 2))
+    return point - z * se, point + z * se, f"jackknife-normal (delete-one, n={n})"
 
 
 def _nan_tolerant_percentile(arrays: Sequence[np.ndarray], statistic, seed: int, n_resamples: int) -> tuple[float | None, float | None, str]:

@@ -28,6 +28,7 @@ import hashlib
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from harness.api import Capability, ChatMessage, Doc, GenerateRequest, Metric, R
 from harness.data import DataStore
 from harness.errors import DataCorruptError
 from harness.method import Cost, Method
-from harness.stats import MetricValue, mean, summarize
+from harness.stats import MetricValue, jackknife_interval, mean, summarize
 from harness.task import EvalSettings, Task, register_task
 
 SUBSETS = {"helpful": "hh_rlhf/helpful-base/test.jsonl.gz", "harmless": "hh_rlhf/harmless-base/test.jsonl.gz"}
@@ -101,6 +102,22 @@ def distinct(texts: Sequence[str], n: int) -> float:
     """Unique n-grams over all n-grams, pooled over ``texts`` (NaN with none)."""
     grams = [g for t in texts for g in _ngrams(_WORD.findall(t.lower()), n)]
     return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def distinct_without_each(texts: Sequence[str], n: int) -> np.ndarray:
+    """``distinct(texts without text i, n)`` for every i, in one pass over the n-grams (the
+    jackknife's inputs; recomputing each would be quadratic in the number of answers)."""
+    per_text = [Counter(_ngrams(_WORD.findall(t.lower()), n)) for t in texts]
+    pooled: Counter[tuple[str, ...]] = Counter()
+    for counts in per_text:
+        pooled.update(counts)
+    total, unique = sum(pooled.values()), len(pooled)
+    # Removing text i loses the n-grams that occur nowhere else (all their pooled count is in i).
+    return np.asarray([
+        (unique - sum(1 for g, c in counts.items() if pooled[g] == c)) / (total - sum(counts.values()))
+        if total > sum(counts.values()) else float("nan")
+        for counts in per_text
+    ])
 
 
 def self_bleu(texts: Sequence[str]) -> float:
@@ -230,10 +247,12 @@ class HHRLHF(Task):
     def aggregate(self, records, seed: int) -> dict[str, MetricValue]:
         values = super().aggregate(records, seed)
         texts = [r["response"] for r in records]
-        rows = [{"row": i} for i in range(len(records))]
         for n in (1, 2):
-            metric = Metric(f"distinct_{n}", True, ("row",), lambda index, n=n: distinct([texts[int(i)] for i in index], n))
-            values[metric.name] = summarize(metric, rows, seed)
+            # A jackknife, not the bootstrap: a resample repeats answers, and each repeat's
+            # n-grams count as duplicates, so bootstrap intervals of distinct-n sat below the value.
+            value = distinct(texts, n)
+            low, high, how = jackknife_interval(value, distinct_without_each(texts, n))
+            values[f"distinct_{n}"] = MetricValue(value, low, high, len(texts), True, how)
         values["self_bleu"] = MetricValue(self_bleu(texts), None, None, len(texts), False, "none (a statistic over all pairs)")
         for subset in sorted({r["subset"] for r in records}):
             values[f"reward/{subset}"] = summarize(self.metrics()[0], [r for r in records if r["subset"] == subset], seed)

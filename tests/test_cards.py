@@ -19,7 +19,7 @@ from harness.method import METHODS, Cost, MethodOptions
 from harness.reward import RewardModel
 from harness.runner import compare
 from harness.store import RunStore
-from tasks.hh_rlhf import distinct, held_out, official_diversity, split_dialogue
+from tasks.hh_rlhf import distinct, distinct_without_each, held_out, official_diversity, split_dialogue
 
 CONVERSATION = (ChatMessage("user", "How do I bake bread?"), ChatMessage("assistant", "With flour."), ChatMessage("user", "And then?"))
 TINY_TRAINING = dict(base_model="tiny-random-llama", batch_size=4, n_train=16, n_eval=6, save_every=2, max_length=128)
@@ -212,6 +212,28 @@ def test_diversity_measures():
     assert official_diversity("a b c d e") == pytest.approx((4 / 5) * (3 / 4) * (2 / 3))
     assert official_diversity("a a a a a a") < official_diversity("a b c d e f")
     assert distinct(["the cat sat", "the cat ran"], 1) == pytest.approx(4 / 6)
+
+
+def test_distinct_n_interval_holds_its_value():
+    """The task's distinct-n intervals contain their values (its bootstrap intervals did not: a
+    resample repeats answers, whose n-grams then count as duplicates), and the jackknife's
+    leave-one-out values are distinct-n without each answer."""
+    import random
+
+    from harness.runner import make_task
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(400)]  # Zipf-like frequencies, as in prose
+    weights = [1 / (i + 1) for i in range(len(words))]
+    texts = [" ".join(rng.choices(words, weights, k=rng.randint(0, 60))) for _ in range(100)]
+    records = [{"response": t, "subset": "helpful", "reward": 0.0} for t in texts]
+    metrics = make_task("hh-rlhf", {"coherence": False}).aggregate(records, seed=0)
+    for n in (1, 2):
+        without = distinct_without_each(texts, n)
+        assert without == pytest.approx([distinct(texts[:i] + texts[i + 1:], n) for i in range(len(texts))])
+        metric = metrics[f"distinct_{n}"]
+        assert metric.value == pytest.approx(distinct(texts, n))
+        assert metric.ci_low < metric.value < metric.ci_high, metric
 
 
 def test_an_adapter_merges_exactly_as_peft_would_within_rounding(tiny):
