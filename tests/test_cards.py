@@ -340,7 +340,7 @@ def test_reward_model_training_resumes_and_records_its_held_out_accuracy(mirror,
     assert reward_target(name, None, 0.5)[0] == pytest.approx(held["chosen_reward_quantiles"]["0.5"])
 
 
-def test_hh_rlhf_run_with_cards_end_to_end(runs_dir):
+def test_hh_rlhf_run_with_cards_end_to_end(runs_dir, monkeypatch):
     assert cli("run", "--task", "hh-rlhf", "--task-arg", "reward_model=tiny-random-reward", "--task-arg", "max_new_tokens=12",
                "--task-arg", "coherence=false", "--model", "tiny-random-llama", "--method", "cards",
                "--method-arg", "reward_model=tiny-random-reward", "--method-arg", "reward_target=0", "--limit", "3", "--quiet",
@@ -381,6 +381,17 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir):
     (retrained / "spec.json").write_text(json.dumps(other))
     with pytest.raises(IncompatibleError, match="different evaluation reward models .*not comparable"):
         compare(store, retrained.name, run.name)
+
+    # Rescoring reads the saved rewards: it needs no reward model (none may be installed any
+    # more, or another under the same name), and the run's recorded identity stays its own.
+    def unavailable(name, *args, **kwargs):
+        raise UnknownNameError(f"no model '{name}' here")
+
+    monkeypatch.setattr(models, "resolve", unavailable)
+    assert cli("rescore", run.name, "--output-dir", runs_dir) == 0
+    rescored = json.loads((run / "results.json").read_text())
+    assert rescored["metrics"] == results["metrics"]
+    assert rescored["protocol"]["evaluation_reward_model_identity"] == "recorded in spec.json under auxiliary.evaluation_reward_model"
 
 
 def test_judge_scores_parse_and_both_orders_count():
