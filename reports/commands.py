@@ -38,6 +38,8 @@ def add_parsers(sub: Any) -> None:
     publish.add_argument("--model", default=None, metavar="NAME",
                          help="carry a LoRA-trained zoo model instead: its adapter, config, tokenizer and recipe, not its merged "
                               "weights (conventionally --to models/; 'harness train restore models/NAME' rebuilds it)")
+    publish.add_argument("--judgment", type=Path, action="append", default=[], metavar="FILE",
+                         help="publish a judgment ('harness judge' JSON) beside its two runs, which --to must hold (repeatable)")
     publish.add_argument("--to", type=Path, default=None, help="published results folder; default ./results (with --model: ./models)")
     publish.add_argument("--output-dir", type=Path, default=None, help="run store the runs are in")
     publish.add_argument("--max-sample-bytes", type=int, default=None,
@@ -104,7 +106,8 @@ def _run_link(store, folder: Path):
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from reports.publish import MAX_SAMPLE_BYTES, publish, remove, verify
+    from reports.publish import MAX_SAMPLE_BYTES, publish, publish_judgment, remove, verify
+    from reports.wintie import JUDGMENTS
 
     if args.to is None:
         args.to = Path("models") if args.model is not None else Path("results")
@@ -129,6 +132,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise ArgumentError("--model carries one zoo model: give no runs, --unfinished or --remove with it")
         folder = carry_model(args.model, args.to)
         print(f"carried {args.model} -> {folder}  (rebuild elsewhere: harness train restore {folder})")
+        return 0
+    if args.judgment:
+        if args.runs or args.unfinished or args.remove:
+            raise ArgumentError("--judgment publishes judgments only: publish their runs first, without it")
+        for path in args.judgment:
+            print(f"published {path} -> {args.to / JUDGMENTS / publish_judgment(path, args.to)}")
         return 0
     if args.remove:
         for run_id in remove(args.to, args.runs):
@@ -215,7 +224,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     judge.show_progress = not args.quiet
     records = wintie.judge_pairs(pairs, judge, args.max_new_tokens, args.scoring)
     summary = wintie.summarize_verdicts(records)
-    out = args.out or store.root / "judgments" / f"{run_a}-vs-{run_b}-{args.judge.replace('/', '_')}-{args.scoring}.json"
+    out = args.out or store.root / wintie.JUDGMENTS / wintie.judgment_name(run_a, run_b, args.judge, args.scoring)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"run_a": run_a, "run_b": run_b, "judge": models.resolve(args.judge).identity.as_dict(),
                             "protocol": wintie.__doc__, "system_prompt": wintie.SYSTEM_PROMPT, "user_prompt": wintie.USER_PROMPT,

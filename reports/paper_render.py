@@ -30,10 +30,21 @@ def grid(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def _evidence(r: dict[str, Any]) -> str:
+    """One model's evidence for a claim: the paired delta, or a judge's verdict counts."""
+    if "judge" in r:
+        counts, win_tie = r["counts"], r["win_tie"]
+        return (f"judge {r['judge']} ({r['scoring']}): win-tie {format_value(win_tie['rate'], win_tie['ci_low'], win_tie['ci_high'])}; "
+                f"{counts['win']} wins, {counts['tie']} ties, {counts['lose']} losses, {counts['unparseable']} unparseable; "
+                f"sign test p={'–' if r['p_value'] is None else format(r['p_value'], '.3g')}, n={r['n']} → {r['verdict']}")
+    return (f"Δ {r['delta']:+.4g} [{format_value(r['delta_ci'][0])}, {format_value(r['delta_ci'][1])}], "
+            f"p={r['p_value']:.3g}, n={r['n']} → {r['verdict']}")
+
+
 def claim_line(c: dict[str, Any]) -> str:
     details = "; ".join(
         (f"{r['treatment_model']} vs {r['model']}" if r.get("treatment_model", r["model"]) != r["model"] else r["model"])
-        + f": Δ {r['delta']:+.4g} [{format_value(r['delta_ci'][0])}, {format_value(r['delta_ci'][1])}], p={r['p_value']:.3g}, n={r['n']} → {r['verdict']}"
+        + ": " + _evidence(r)
         for r in c["per_model"]
     )
     return f"**{c['verdict']}** — {c['text']} ({c['treatment']} vs {c['baseline']} on {c['task']}, {c['metric']})" + (

@@ -22,6 +22,7 @@ from reports.catalog import RunEntry
 
 SPECS = Path(__file__).parent / "papers"
 Verdict = Literal["supported", "not supported", "not testable yet"]
+WIN_TIE = "win_tie"  # the metric of claims checked on a judge's paired verdicts
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,16 @@ class Claim:
     # The treatment's model, one per baseline model, when the method needs its own weights
     # (a trained HMT model against the untouched backbone); default: the baseline's models.
     treatment_models: tuple[str, ...] = ()
+    # A claim on metric ``win_tie`` is checked on a judge model's judgment of the treatment's
+    # answers against the baseline's (``harness judge``, published beside the runs).
+    judge: str = ""
+    scoring: str = "loglikelihood"
 
     def __post_init__(self) -> None:
         if self.treatment_models and len(self.treatment_models) != len(self.cell.models):
             raise ValueError(f"claim {self.id}: treatment models must pair one-to-one with the baseline's models")
+        if (self.metric == WIN_TIE) != bool(self.judge):
+            raise ValueError(f"claim {self.id}: a claim on '{WIN_TIE}' names its judge (judge: {{model: ..., scoring: ...}}), and only it")
 
     def treatment_cell(self) -> Cell:
         return Cell(task=self.cell.task, method=self.treatment, task_args={**self.cell.task_args, **self.treatment_task_args},
@@ -159,7 +166,8 @@ def parse_spec(raw: dict[str, Any], name: str) -> PaperSpec:
                   treatment=c["treatment"]["method"], treatment_args=dict(c["treatment"].get("method_args") or {}),
                   metric=c["metric"], source=c.get("source", ""),
                   treatment_task_args=dict(c["treatment"].get("task_args") or {}),
-                  treatment_models=tuple(c["treatment"].get("models") or ()))
+                  treatment_models=tuple(c["treatment"].get("models") or ()),
+                  judge=(c.get("judge") or {}).get("model", ""), scoring=(c.get("judge") or {}).get("scoring", "loglikelihood"))
             for c in raw.get("claims") or []
         )
         return PaperSpec(paper=raw["paper"], title=raw["title"], citation=raw["citation"], protocol=raw.get("protocol", ""),

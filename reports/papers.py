@@ -5,7 +5,9 @@ reported row names the zoo model it was measured on, each metric gets a delta an
 tolerance verdict. A claim is checked on every model that has both runs, with the harness's
 paired comparison (paired bootstrap CI of the delta, paired permutation p-value):
 "supported" (the expected direction, p < 0.05), "not supported", or "not testable yet"
-(its task or method is not built, or no model has both runs).
+(its task or method is not built, or no model has both runs). A claim on ``win_tie`` reads a
+judge's published judgment of the two runs instead (``harness judge``, a sign test of wins
+against losses).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def check_claim(claim: Claim, entries: Sequence[RunEntry], store: RunStore) -> C
         baseline, treatment = claim.cell.find(entries, model), claim.treatment_cell().find(entries, treatment_model)
         if baseline is None or treatment is None:
             continue
+        if claim.judge:
+            judged = judged_result(claim, store, baseline.run_id, treatment.run_id)
+            if judged is not None:
+                results.append({"model": model, "treatment_model": treatment_model, **judged})
+            continue
         try:
             comparisons, _ = compare(store, baseline.run_id, treatment.run_id)
         except HarnessError as error:  # scored by different evaluation models: no verdict until rerun
@@ -61,9 +68,27 @@ def check_claim(claim: Claim, entries: Sequence[RunEntry], store: RunStore) -> C
         })
     if not results:
         missing = ", ".join(claim.cell.models)
-        return ClaimResult(claim, "not testable yet", (), f"no model has both runs yet (models: {missing})")
+        needs = f"both runs and {claim.judge}'s published judgment of them" if claim.judge else "both runs"
+        return ClaimResult(claim, "not testable yet", (), f"no model has {needs} yet (models: {missing})")
     verdict: Verdict = "supported" if all(r["verdict"] == "supported" for r in results) else "not supported"
     return ClaimResult(claim, verdict, tuple(results))
+
+
+def judged_result(claim: Claim, store: RunStore, baseline_run: str, treatment_run: str) -> dict[str, Any] | None:
+    """A win-tie claim on one model: supported when the judge prefers the treatment's answers
+    (more wins than losses, two-sided sign test p < 0.05); None without a judgment."""
+    from reports.wintie import find_judgment
+
+    judgment = find_judgment(store.root, baseline_run, treatment_run, claim.judge, claim.scoring)
+    if judgment is None:
+        return None
+    summary = judgment["summary"]
+    wins, losses = summary["counts"]["win"], summary["counts"]["lose"]
+    p_value = summary.get("sign_test_p")
+    supported = wins > losses and p_value is not None and p_value < 1 - CONFIDENCE
+    return {"baseline_run": baseline_run, "treatment_run": treatment_run, "n": summary["n_judged"], "judge": claim.judge,
+            "scoring": claim.scoring, "counts": summary["counts"], "win_tie": summary["win_tie"], "p_value": p_value,
+            "verdict": "supported" if supported else "not supported"}
 
 
 def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | None = None) -> dict[str, Any]:

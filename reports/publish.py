@@ -41,6 +41,7 @@ from harness.config import cli_value
 from harness.errors import ArgumentError, HarnessError, RunStoreError
 from harness.spec import RunSpec
 from harness.store import PUBLISHED_MANIFEST, SAMPLES_GZ, RunDir, RunStore, atomic_write_json, now, staged_folder
+from reports.wintie import JUDGMENTS, judgment_name
 
 MAX_SAMPLE_BYTES = 2_000_000
 INPUTS_GZ = "inputs.jsonl.gz"  # the requests each document was sent, rebuilt at publish time
@@ -467,6 +468,35 @@ def publish(store: RunStore, run_ids: list[str], dest: Path, max_sample_bytes: i
     return published
 
 
+def publish_judgment(path: Path, dest: Path) -> str:
+    """Copy a judgment (``harness judge``'s JSON) into ``dest/judgments/``, listed in the manifest
+    with its sha256; both its runs must be published, finished, in ``dest``. Returns its name."""
+    try:
+        judgment = json.loads(path.read_text(encoding="utf-8"))
+        run_a, run_b, judge, scoring = judgment["run_a"], judgment["run_b"], judgment["judge"]["name"], judgment["scoring"]
+        summary = judgment["summary"]
+    except FileNotFoundError:
+        raise ArgumentError(f"--judgment {path}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ArgumentError(f"--judgment {path}: not a judgment written by 'harness judge' ({type(error).__name__}: {error})") from None
+    manifest = read_manifest(dest)
+    unpublished = [r for r in (run_a, run_b) if r not in manifest["runs"] or "unfinished" in manifest["runs"][r]]
+    if unpublished:
+        raise ArgumentError(f"--judgment {path}: run {', '.join(unpublished)} is not published in {dest}; publish the runs first")
+    name = judgment_name(run_a, run_b, judge, scoring)
+    (dest / JUDGMENTS).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(dest / JUDGMENTS / name, judgment)
+    judgments = manifest.setdefault("judgments", {})
+    judgments[name] = {
+        "run_a": run_a, "run_b": run_b, "judge": judge, "judge_weights_sha256": judgment["judge"].get("weights_sha256"),
+        "scoring": scoring, "n_pairs": summary["n_pairs"], "win_tie": summary["win_tie"], "sign_test_p": summary.get("sign_test_p"),
+        "sha256": _sha256(dest / JUDGMENTS / name), "published_at": judgments.get(name, {}).get("published_at") or now(),
+    }
+    manifest["judgments"] = dict(sorted(judgments.items()))
+    atomic_write_json(dest / PUBLISHED_MANIFEST, manifest)
+    return name
+
+
 def remove(dest: Path, run_ids: list[str]) -> list[str]:
     """Drop runs (full ids) from a folder of published runs: their folders and manifest entries
     (a carried run once it is finished and published, or a run withdrawn). Returns the ids."""
@@ -477,6 +507,10 @@ def remove(dest: Path, run_ids: list[str]) -> list[str]:
     for run_id in run_ids:
         shutil.rmtree(dest / run_id, ignore_errors=True)
         del manifest["runs"][run_id]
+    judgments = manifest.get("judgments", {})
+    for name in [n for n, j in judgments.items() if {j["run_a"], j["run_b"]} & set(run_ids)]:  # a judgment of a removed run goes too
+        (dest / JUDGMENTS / name).unlink(missing_ok=True)
+        del judgments[name]
     atomic_write_json(dest / PUBLISHED_MANIFEST, manifest)
     return run_ids
 
@@ -489,7 +523,7 @@ def verify(dest: Path) -> list[str]:
         return [f"no {PUBLISHED_MANIFEST}: not a folder of published runs"]
     manifest = read_manifest(dest)
     problems = []
-    folders = {p.name for p in dest.iterdir() if p.is_dir() and not p.name.startswith(".")} if dest.is_dir() else set()
+    folders = {p.name for p in dest.iterdir() if p.is_dir() and not p.name.startswith(".")} - {JUDGMENTS} if dest.is_dir() else set()
     for run_id in sorted(folders - set(manifest["runs"])):
         problems.append(f"{run_id}: a run folder MANIFEST.json does not list")
     for run_id, entry in sorted(manifest["runs"].items()):
@@ -506,4 +540,13 @@ def verify(dest: Path) -> list[str]:
         for name in sorted(present & set(entry["files"])):
             if _sha256(folder / name) != entry["files"][name]:
                 problems.append(f"{run_id}/{name}: sha256 differs from MANIFEST.json (edited by hand?)")
+    judgments = manifest.get("judgments", {})
+    present = {p.name for p in (dest / JUDGMENTS).iterdir() if not p.name.startswith(".")} if (dest / JUDGMENTS).is_dir() else set()
+    for name in sorted(present ^ set(judgments)):
+        problems.append(f"{JUDGMENTS}/{name}: " + ("not in MANIFEST.json" if name in present else "listed in MANIFEST.json but missing"))
+    for name in sorted(present & set(judgments)):
+        if _sha256(dest / JUDGMENTS / name) != judgments[name]["sha256"]:
+            problems.append(f"{JUDGMENTS}/{name}: sha256 differs from MANIFEST.json (edited by hand?)")
+        for run_id in {judgments[name]["run_a"], judgments[name]["run_b"]} - set(manifest["runs"]):
+            problems.append(f"{JUDGMENTS}/{name}: judges run {run_id}, which MANIFEST.json does not list")
     return problems

@@ -12,16 +12,21 @@ first) and the scores of the orders that parsed are summed, so the judge's posit
 cancels where both parse.
 
 Rates are over the pairs with a verdict, with Wilson CIs; the win-tie rate is (wins + ties)
-over them. The judgment (judge identity, prompt, every raw output) is written as JSON.
+over them, and a two-sided sign test of wins against losses (ties left out) says whether the
+judge prefers B. The judgment (judge identity, prompt, every raw output) is written as JSON
+into the store's ``judgments/`` folder; ``harness publish --judgment`` publishes it beside its
+two runs, where paper claims on ``win_tie`` read it.
 ``--scoring loglikelihood`` is for judges too small to write the line (the zoo's): the two
 scores are read off the judge's likelihoods of 1..10 instead, and nothing is unparseable.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +52,7 @@ SYSTEM_PROMPT = (
 USER_PROMPT = ("[Question]\n{question}\n\n[The Start of Assistant 1's Answer]\n{answer1}\n\n[The End of Assistant 1's Answer]\n\n"
                "[The Start of Assistant 2's Answer]\n{answer2}\n\n[The End of Assistant 2's Answer]")
 SCORES = tuple(range(1, 11))
+JUDGMENTS = "judgments"  # the folder of a run store or a published results folder that holds judgments
 _SCORES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[ ,/]\s*(\d+(?:\.\d+)?)")
 
 
@@ -181,4 +187,22 @@ def summarize_verdicts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else:
             summary[name] = {"rate": None, "ci_low": None, "ci_high": None}
     summary["unparseable_rate"] = counts["unparseable"] / len(records) if records else None
+    summary["sign_test_p"] = sign_test(counts["win"], counts["lose"])
     return summary
+
+
+def sign_test(wins: int, losses: int) -> float | None:
+    """Two-sided p-value that the judge prefers neither run, from the pairs one of them won."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else None
+
+
+def judgment_name(run_a: str, run_b: str, judge: str, scoring: str) -> str:
+    return f"{run_a}-vs-{run_b}-{judge.replace('/', '_')}-{scoring}.json"
+
+
+def find_judgment(root: Path, run_a: str, run_b: str, judge: str, scoring: str) -> dict[str, Any] | None:
+    """The judgment of run B against run A by ``judge`` with ``scoring`` in ``root/judgments``, or None."""
+    path = root / JUDGMENTS / judgment_name(run_a, run_b, judge, scoring)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

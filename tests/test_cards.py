@@ -14,7 +14,7 @@ from conftest import cli, saved_training_seconds
 from harness import models, zoo
 from harness.api import ChatMessage, GenerateRequest
 from harness.data import DataStore
-from harness.errors import IncompatibleError, UnknownNameError
+from harness.errors import ArgumentError, IncompatibleError, UnknownNameError
 from harness.method import METHODS, Cost, MethodOptions
 from harness.reward import RewardModel
 from harness.runner import compare
@@ -370,6 +370,33 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir, monkeypatch):
     summary = json.loads(out.read_text())["summary"]
     assert summary["n_judged"] == 3 and summary["counts"]["unparseable"] == 0  # likelihoods always give two scores
 
+    # A judgment publishes beside its two runs, hash-checked, and a paper claim on win_tie reads it.
+    from harness.store import open_store
+    from reports import paper_render, papers, publish
+    from reports.paper_spec import parse_spec
+
+    published = runs_dir.parent / "published"
+    with pytest.raises(ArgumentError, match="not published"):
+        publish.publish_judgment(out, published)
+    publish.publish(RunStore(runs_dir), [base, run.name], published)
+    name = publish.publish_judgment(out, published)
+    assert publish.verify(published) == []
+    task_args = {"reward_model": "tiny-random-reward", "max_new_tokens": 12, "coherence": False}
+    spec = parse_spec({"paper": "p", "title": "t", "citation": "c", "claims": [{
+        "id": "wins", "text": "CARDS wins", "metric": "win_tie", "judge": {"model": "tiny-random-llama", "scoring": "loglikelihood"},
+        "baseline": {"task": "hh-rlhf", "task_args": task_args, "models": ["tiny-random-llama"], "limit": 3},
+        "treatment": {"method": "cards", "method_args": {"reward_model": "tiny-random-reward", "reward_target": 0}}}]}, "p")
+    [claim] = papers.regenerate(spec, open_store(published))["claims"]
+    [evidence] = claim["per_model"]
+    assert (evidence["baseline_run"], evidence["treatment_run"], evidence["n"]) == (base, run.name, 3)
+    assert evidence["counts"] == summary["counts"] and claim["verdict"] == "not supported"  # three pairs decide nothing
+    assert "judge tiny-random-llama (loglikelihood): win-tie" in paper_render.claim_line(claim)
+    judged = published / "judgments" / name
+    judged.write_text(judged.read_text().replace('"win"', '"lose"', 1))
+    assert any("sha256 differs" in problem for problem in publish.verify(published))
+    publish.remove(published, [base])
+    assert not judged.exists() and publish.verify(published) == []
+
     # Runs scored by an evaluation reward model of the same name but other weights (a reward
     # model retrained on another machine) are not compared.
     store = RunStore(runs_dir)
@@ -407,7 +434,7 @@ def test_judge_pairs_answers_by_document_and_keeps_unparseable_apart():
     from types import SimpleNamespace
 
     from harness.api import GenerateResult
-    from reports.wintie import Pair, judge_pairs, summarize_verdicts
+    from reports.wintie import Pair, judge_pairs, sign_test, summarize_verdicts
 
     class ScriptedJudge:
         """Prefers the answer saying 'good'; cannot read the third question."""
@@ -427,6 +454,18 @@ def test_judge_pairs_answers_by_document_and_keeps_unparseable_apart():
     assert [r["verdict"] for r in records] == ["win", "lose", "unparseable", "tie"]
     summary = summarize_verdicts(records)
     assert summary["n_judged"] == 3 and summary["win_tie"]["rate"] == pytest.approx(2 / 3) and summary["unparseable_rate"] == 0.25
+    assert summary["sign_test_p"] == pytest.approx(1.0)  # one win, one loss: no preference
+    assert sign_test(9, 1) == pytest.approx(22 / 1024) and sign_test(0, 0) is None  # 2 * P(X <= 1), X ~ Bin(10, 1/2)
+
+
+def test_a_win_tie_claim_names_its_judge():
+    from reports.paper_spec import parse_spec
+
+    claim = {"id": "c", "text": "t", "metric": "win_tie", "baseline": {"task": "hh-rlhf"}, "treatment": {"method": "cards"}}
+    with pytest.raises(ArgumentError, match="names its judge"):
+        parse_spec({"paper": "p", "title": "t", "citation": "c", "claims": [claim]}, "p")
+    with pytest.raises(ArgumentError, match="names its judge"):
+        parse_spec({"paper": "p", "title": "t", "citation": "c", "claims": [claim | {"metric": "reward", "judge": {"model": "j"}}]}, "p")
 
 
 def test_vanilla_sampling_honours_the_requests_top_k(tiny):
