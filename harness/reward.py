@@ -180,11 +180,11 @@ class RewardModel:
     def score_continuations(self, state: RewardState, continuations: Sequence[list[int]]) -> list[float]:
         """Rewards of the answer so far followed by each continuation (then the template's tail).
 
-        Non-empty continuations run packed into one sequence (see the module docstring), or,
+        Several continuations run packed into one sequence (see the module docstring), or,
         without packing, in batches of equal length against a copy of the cache; the cache
-        itself stays as it was."""
+        itself stays as it was. An empty continuation packs as the template's tail alone."""
         self._flush(state)
-        if self.pack_candidates and len(continuations) > 1 and all(continuations):
+        if self.pack_candidates and len(continuations) > 1 and (state.tail or all(continuations)):
             return self._score_packed(state, continuations)
         rewards: list[float | None] = [None] * len(continuations)
         # Continuations are short (a token, a segment): batches of up to 64 against one cache copy.

@@ -47,8 +47,10 @@ def test_cached_continuations_score_as_whole_sequences(reward_model):
 
 def test_packed_candidates_score_as_batched_ones_in_one_pass(reward_model):
     """ARGS's candidates run packed into one sequence over the cache: the same rewards as
-    batches of rows (each a copy of the cache), one forward pass, the cache left as it was."""
-    continuations = [reward_model.encode_answer(t) for t in (" well", " for ten minutes", "!", " slowly")]
+    batches of rows (each a copy of the cache), one forward pass, the cache left as it was.
+    An empty candidate (an EOS among ARGS's top-k: the answer ends) packs too: its piece is the
+    template's tail (it fell back to the batched path, twice as slow, on a third of ARGS's steps)."""
+    continuations = [reward_model.encode_answer(t) for t in (" well", " for ten minutes", "!", " slowly")] + [[]]
     scores = {}
     for pack in (True, False):
         scorer = RewardModel(reward_model.loaded, Cost(), pack_candidates=pack)
@@ -60,9 +62,10 @@ def test_packed_candidates_score_as_batched_ones_in_one_pass(reward_model):
         scores[pack] = scorer.score_continuations(state, continuations)
         lengths = len({len(c) for c in continuations})
         assert lengths > 1 and scorer.cost.counters["rm_forward_passes"] - passes == (1 if pack else lengths)  # batches: one per length
-        assert scorer.cost.counters["rm_calls"] == 1 + 4 and state.cache.get_seq_length() == state.cached
+        assert scorer.cost.counters["rm_calls"] == 1 + 5 and state.cache.get_seq_length() == state.cached
         assert scorer.score_continuations(state, continuations[::-1]) == pytest.approx(scores[pack][::-1], abs=1e-6)
     assert scores[True] == pytest.approx(scores[False], abs=1e-6)
+    assert scores[True][-1] == pytest.approx(reward_model.score_texts([CONVERSATION], ["Knead it"])[0], abs=1e-5)
 
 
 def test_a_sliding_window_reward_model_is_not_packed(reward_model, monkeypatch):
