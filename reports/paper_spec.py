@@ -22,7 +22,7 @@ from reports.catalog import RunEntry
 
 SPECS = Path(__file__).parent / "papers"
 Verdict = Literal["supported", "not supported", "not testable yet"]
-WIN_TIE = "win_tie"  # the metric of claims checked on a judge's paired verdicts
+WIN_TIE = "win_tie"  # claims and table columns read from a judge's paired verdicts (``harness judge``)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,16 @@ class ReportedRow:
 
 
 @dataclass(frozen=True)
+class Judged:
+    """A table's ``win_tie`` column: each row's answers judged against one cell's (``against``,
+    a cell label) by ``model`` with ``scoring``, read from published judgments."""
+
+    against: str
+    model: str
+    scoring: str = "loglikelihood"
+
+
+@dataclass(frozen=True)
 class PaperTable:
     id: str
     title: str
@@ -88,6 +98,17 @@ class PaperTable:
     cells: tuple[Cell, ...]
     tolerance: dict[str, float]
     notes: str = ""
+    judged: Judged | None = None
+
+    def __post_init__(self) -> None:
+        if (WIN_TIE in self.metrics) != (self.judged is not None):
+            raise ValueError(f"table {self.id}: a '{WIN_TIE}' column needs 'judged: {{against: <cell label>, model: ..., scoring: ...}}', "
+                             "and only it")
+        if self.judged is not None and self.judged.against not in {c.label for c in self.cells}:
+            raise ValueError(f"table {self.id}: judged against '{self.judged.against}', which is no cell's label")
+
+    def against_cell(self) -> Cell | None:
+        return next((c for c in self.cells if self.judged is not None and c.label == self.judged.against), None)
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,7 @@ def parse_spec(raw: dict[str, Any], name: str) -> PaperSpec:
                                            zoo_model=r.get("zoo_model")) for r in t.get("reported") or []),
                 cells=tuple(_cell(c, f"{name}.yaml table {t['id']}") for c in t.get("cells") or []),
                 tolerance={k: float(v) for k, v in (t.get("tolerance") or {}).items()}, notes=t.get("notes", ""),
+                judged=Judged(**t["judged"]) if t.get("judged") else None,
             )
             for t in raw.get("tables") or []
         )

@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.stats import CONFIDENCE
 from harness.store import RunStore
 from reports.catalog import RunEntry, load_entries
-from reports.paper_spec import Cell, Claim, PaperSpec, Verdict
+from reports.paper_spec import WIN_TIE, Cell, Claim, Judged, PaperSpec, Verdict
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,25 @@ def judged_result(claim: Claim, store: RunStore, baseline_run: str, treatment_ru
             "verdict": "supported" if supported else "not supported"}
 
 
+def judged_value(judged: Judged, store: RunStore, against: RunEntry | None, run_id: str) -> dict[str, Any]:
+    """A row's win-tie rate (Wilson CI) against the table's baseline cell's run, from the
+    published judgment of the two; empty without one (and for the baseline's own row)."""
+    from reports.wintie import find_judgment
+
+    judgment = None if against is None else find_judgment(store.root, against.run_id, run_id, judged.model, judged.scoring)
+    if judgment is None:
+        return {"value": None, "ci_low": None, "ci_high": None}
+    rate = judgment["summary"]["win_tie"]
+    return {"value": rate["rate"], "ci_low": rate["ci_low"], "ci_high": rate["ci_high"]}
+
+
 def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | None = None) -> dict[str, Any]:
     """Reported beside reproduced for every table, and every claim's verdict (data only).
     ``entries`` (the store's finished runs) may be passed when regenerating many papers."""
     entries = load_entries(store) if entries is None else entries
     tables = []
     for table in spec.tables:
+        against = table.against_cell()
         rows = [{"source": f"paper ({table.source})", "model": r.model, "method": r.method,
                  "values": {m: {"value": r.values.get(m)} for m in table.metrics}, "zoo_model": r.zoo_model}
                 for r in table.reported]
@@ -111,6 +124,8 @@ def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | N
                                     "why": why or "no finished run with this protocol yet"})
                     continue
                 values = {m: {k: found.metrics.get(m, {}).get(k) for k in ("value", "ci_low", "ci_high")} for m in table.metrics}
+                if table.judged is not None and against is not None:
+                    values[WIN_TIE] = judged_value(table.judged, store, against.find(entries, model), found.run_id)
                 rows.append({"source": f"harness ({cell.label})", "model": model, "method": cell.method, "values": values,
                              "run_id": found.run_id, "n": found.n})
         for row in rows:

@@ -385,11 +385,22 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir, monkeypatch):
     name = publish.publish_judgment(out, published)
     assert publish.verify(published) == []
     task_args = {"reward_model": "tiny-random-reward", "max_new_tokens": 12, "coherence": False}
-    spec = parse_spec({"paper": "p", "title": "t", "citation": "c", "claims": [{
+    cells = [{"task": "hh-rlhf", "task_args": task_args, "models": ["tiny-random-llama"], "limit": 3, "label": "vanilla"},
+             {"task": "hh-rlhf", "task_args": task_args, "models": ["tiny-random-llama"], "limit": 3, "label": "CARDS", "method": "cards",
+              "method_args": {"reward_model": "tiny-random-reward", "reward_target": 0}}]
+    table = {"id": "t", "title": "t", "source": "s", "metrics": ["reward", "win_tie"], "cells": cells,
+             "judged": {"against": "vanilla", "model": "tiny-random-llama", "scoring": "loglikelihood"}}
+    with pytest.raises(ArgumentError, match="no cell's label"):
+        parse_spec({"paper": "p", "title": "t", "citation": "c", "tables": [table | {"judged": {"against": "greedy", "model": "m"}}]}, "p")
+    spec = parse_spec({"paper": "p", "title": "t", "citation": "c", "tables": [table], "claims": [{
         "id": "wins", "text": "CARDS wins", "metric": "win_tie", "judge": {"model": "tiny-random-llama", "scoring": "loglikelihood"},
         "baseline": {"task": "hh-rlhf", "task_args": task_args, "models": ["tiny-random-llama"], "limit": 3},
         "treatment": {"method": "cards", "method_args": {"reward_model": "tiny-random-reward", "reward_target": 0}}}]}, "p")
-    [claim] = papers.regenerate(spec, open_store(published))["claims"]
+    report = papers.regenerate(spec, open_store(published))
+    [claim] = report["claims"]
+    vanilla_row, cards_row = report["tables"][0]["rows"]
+    assert vanilla_row["values"]["win_tie"]["value"] is None  # nothing judges the baseline against itself
+    assert cards_row["values"]["win_tie"]["value"] == summary["win_tie"]["rate"]
     [evidence] = claim["per_model"]
     assert (evidence["baseline_run"], evidence["treatment_run"], evidence["n"]) == (base, run.name, 3)
     assert evidence["counts"] == summary["counts"] and claim["verdict"] == "not supported"  # three pairs decide nothing
