@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ArgumentError
-from harness.store import open_store
+from harness.store import default_runs_dir, open_store
 
 
 def add_parsers(sub: Any) -> None:
@@ -224,7 +224,10 @@ def cmd_judge(args: argparse.Namespace) -> int:
     judge.show_progress = not args.quiet
     records = wintie.judge_pairs(pairs, judge, args.max_new_tokens, args.scoring)
     summary = wintie.summarize_verdicts(records)
-    out = args.out or store.root / wintie.JUDGMENTS / wintie.judgment_name(run_a, run_b, args.judge, args.scoring)
+    # Published runs are never written to: their judgment goes to the working store, whence
+    # 'harness publish --judgment' puts it beside them.
+    home = default_runs_dir() if store.read_only else store.root
+    out = args.out or home / wintie.JUDGMENTS / wintie.judgment_name(run_a, run_b, args.judge, args.scoring)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"run_a": run_a, "run_b": run_b, "judge": models.resolve(args.judge).identity.as_dict(),
                             "protocol": wintie.__doc__, "system_prompt": wintie.SYSTEM_PROMPT, "user_prompt": wintie.USER_PROMPT,

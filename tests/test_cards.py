@@ -384,6 +384,12 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir, monkeypatch):
     publish.publish(RunStore(runs_dir), [base, run.name], published)
     name = publish.publish_judgment(out, published)
     assert publish.verify(published) == []
+    # judging published runs writes to the working store, never beside them
+    working = runs_dir.parent / "working"
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(working))
+    assert cli("judge", base, run.name, "--judge", "tiny-random-llama", "--scoring", "loglikelihood", "--limit", "1", "--quiet",
+               "--output-dir", published) == 0
+    assert [p.name for p in (working / "judgments").iterdir()] == [name] and publish.verify(published) == []
     task_args = {"reward_model": "tiny-random-reward", "max_new_tokens": 12, "coherence": False}
     cells = [{"task": "hh-rlhf", "task_args": task_args, "models": ["tiny-random-llama"], "limit": 3, "label": "vanilla"},
              {"task": "hh-rlhf", "task_args": task_args, "models": ["tiny-random-llama"], "limit": 3, "label": "CARDS", "method": "cards",
