@@ -112,6 +112,8 @@ def jackknife_interval(point: float, leave_one_out: np.ndarray) -> tuple[float |
     n = len(leave_one_out)
     if n < 2:
         return None, None, "none (n<2)"
+    if not (math.isfinite(point) and np.all(np.isfinite(leave_one_out))):
+        return None, None, "none (undefined without some sample)"
     se = math.sqrt((n - 1) / n * float(np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
     z = float(scipy_stats.norm.ppf(0.5 + CONFIDENCE / 2))
     return point - z * se, point + z * se, f"jackknife-normal (delete-one, n={n})"

@@ -237,6 +237,10 @@ def test_distinct_n_interval_holds_its_value():
         metric = metrics[f"distinct_{n}"]
         assert metric.value == pytest.approx(distinct(texts, n))
         assert metric.ci_low < metric.value < metric.ci_high, metric
+    # one answer holds every n-gram: without it distinct-n is undefined, and so is the interval
+    lonely = make_task("hh-rlhf", {"coherence": False}).aggregate(
+        [{"response": t, "subset": "helpful", "reward": 0.0} for t in ("one two three", "", "")], seed=0)
+    assert lonely["distinct_1"].value == 1.0 and lonely["distinct_1"].ci_low is None
 
 
 def test_an_adapter_merges_exactly_as_peft_would_within_rounding(tiny):
