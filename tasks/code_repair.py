@@ -342,7 +342,7 @@ class CodeRepair(Task):
                           "sandbox": list(isolation())},
             "extraction": "fenced block -> tree-sitter top-level functions replace the prompt's signature; else prompt + answer",
         }
-        if c.judge != "none":
+        if "judge" in self.auxiliary_models():  # a judge labels repair rationales only where there are repairs
             protocol["judge"] = {"model": c.judge, "identity": RECORDED_IN_SPEC.format(role="judge"),
                                  "question": "rationale correct? ' yes' vs ' no' by loglikelihood"}
         return protocol
