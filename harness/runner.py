@@ -379,7 +379,10 @@ def finalize(run_dir: RunDir, task: Task) -> dict[str, Any]:
         "selection": {k: v for k, v in spec.selection.items() if k != "doc_ids"},
         "seeds": {"run": spec.seed, "selection": spec.selection["seed"], "bootstrap": BOOTSTRAP_SEED},
         "chat_template": spec.chat_template,
-        "protocol": task.protocol(),
+        # Each task-scoring model's identity as the spec recorded it when the run began, never
+        # resolved again: a rescore needs no model, and one retrained under the same name does
+        # not relabel the run.
+        "protocol": task.protocol() | {f"{role}_identity": spec.auxiliary.get(role) for role in sorted(task.auxiliary_models())},
         "method_settings": last.get("method_settings", {}),
         "data": last.get("data", {}),
         "cost": total_cost | _derived_cost(spec.method["name"], total_cost),

@@ -60,6 +60,12 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
     return float(ci.low), float(ci.high)
 
 
+def sign_test(wins: int, losses: int) -> float | None:
+    """Two-sided p-value that neither side is preferred, from the pairs one of them won (ties
+    left out); None when none was won."""
+    return float(scipy_stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else None
+
+
 def _finite(x: float) -> bool:
     return x is not None and math.isfinite(x)
 

@@ -31,10 +31,6 @@ class EvalSettings:
 
 
 SEEDED_SAMPLES = "+per-sample-seeds"
-# What a protocol says of an auxiliary model's identity. The run spec records it when the run
-# starts; resolving it again in protocol() would make rescoring need the model and, after a
-# retrain under the same name, record another model's identity.
-RECORDED_IN_SPEC = "recorded in spec.json under auxiliary.{role}"
 
 
 class Task(ABC):

@@ -79,11 +79,10 @@ class ReportedRow:
 
 
 @dataclass(frozen=True)
-class Judged:
-    """A table's ``win_tie`` column: each row's answers judged against one cell's (``against``,
-    a cell label) by ``model`` with ``scoring``, read from published judgments."""
+class Judge:
+    """The judge model and its scoring whose published judgments (``harness judge``) a
+    ``win_tie`` claim or table column reads."""
 
-    against: str
     model: str
     scoring: str = "loglikelihood"
 
@@ -98,17 +97,20 @@ class PaperTable:
     cells: tuple[Cell, ...]
     tolerance: dict[str, float]
     notes: str = ""
-    judged: Judged | None = None
+    # A ``win_tie`` column: each row's answers judged by ``judge`` against those of the cell
+    # labelled ``judged_against``.
+    judge: Judge | None = None
+    judged_against: str = ""
 
     def __post_init__(self) -> None:
-        if (WIN_TIE in self.metrics) != (self.judged is not None):
+        if (WIN_TIE in self.metrics) != (self.judge is not None):
             raise ValueError(f"table {self.id}: a '{WIN_TIE}' column needs 'judged: {{against: <cell label>, model: ..., scoring: ...}}', "
                              "and only it")
-        if self.judged is not None and self.judged.against not in {c.label for c in self.cells}:
-            raise ValueError(f"table {self.id}: judged against '{self.judged.against}', which is no cell's label")
+        if self.judge is not None and self.against_cell() is None:
+            raise ValueError(f"table {self.id}: judged against '{self.judged_against}', which is no cell's label")
 
     def against_cell(self) -> Cell | None:
-        return next((c for c in self.cells if self.judged is not None and c.label == self.judged.against), None)
+        return next((c for c in self.cells if self.judge is not None and c.label == self.judged_against), None)
 
 
 @dataclass(frozen=True)
@@ -126,15 +128,14 @@ class Claim:
     # The treatment's model, one per baseline model, when the method needs its own weights
     # (a trained HMT model against the untouched backbone); default: the baseline's models.
     treatment_models: tuple[str, ...] = ()
-    # A claim on metric ``win_tie`` is checked on a judge model's judgment of the treatment's
+    # A claim on metric ``win_tie`` is checked on this judge's judgment of the treatment's
     # answers against the baseline's (``harness judge``, published beside the runs).
-    judge: str = ""
-    scoring: str = "loglikelihood"
+    judge: Judge | None = None
 
     def __post_init__(self) -> None:
         if self.treatment_models and len(self.treatment_models) != len(self.cell.models):
             raise ValueError(f"claim {self.id}: treatment models must pair one-to-one with the baseline's models")
-        if (self.metric == WIN_TIE) != bool(self.judge):
+        if (self.metric == WIN_TIE) != (self.judge is not None):
             raise ValueError(f"claim {self.id}: a claim on '{WIN_TIE}' names its judge (judge: {{model: ..., scoring: ...}}), and only it")
 
     def treatment_cell(self) -> Cell:
@@ -179,7 +180,8 @@ def parse_spec(raw: dict[str, Any], name: str) -> PaperSpec:
                                            zoo_model=r.get("zoo_model")) for r in t.get("reported") or []),
                 cells=tuple(_cell(c, f"{name}.yaml table {t['id']}") for c in t.get("cells") or []),
                 tolerance={k: float(v) for k, v in (t.get("tolerance") or {}).items()}, notes=t.get("notes", ""),
-                judged=Judged(**t["judged"]) if t.get("judged") else None,
+                judge=Judge(t["judged"]["model"], t["judged"].get("scoring", Judge.scoring)) if t.get("judged") else None,
+                judged_against=(t.get("judged") or {}).get("against", ""),
             )
             for t in raw.get("tables") or []
         )
@@ -189,7 +191,7 @@ def parse_spec(raw: dict[str, Any], name: str) -> PaperSpec:
                   metric=c["metric"], source=c.get("source", ""),
                   treatment_task_args=dict(c["treatment"].get("task_args") or {}),
                   treatment_models=tuple(c["treatment"].get("models") or ()),
-                  judge=(c.get("judge") or {}).get("model", ""), scoring=(c.get("judge") or {}).get("scoring", "loglikelihood"))
+                  judge=Judge(**c["judge"]) if c.get("judge") else None)
             for c in raw.get("claims") or []
         )
         return PaperSpec(paper=raw["paper"], title=raw["title"], citation=raw["citation"], protocol=raw.get("protocol", ""),

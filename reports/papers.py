@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.stats import CONFIDENCE
 from harness.store import RunStore
 from reports.catalog import RunEntry, load_entries
-from reports.paper_spec import WIN_TIE, Cell, Claim, Judged, PaperSpec, Verdict
+from reports.paper_spec import WIN_TIE, Cell, Claim, Judge, PaperSpec, Verdict
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ def check_claim(claim: Claim, entries: Sequence[RunEntry], store: RunStore) -> C
         baseline, treatment = claim.cell.find(entries, model), claim.treatment_cell().find(entries, treatment_model)
         if baseline is None or treatment is None:
             continue
-        if claim.judge:
-            judged = judged_result(claim, store, baseline.run_id, treatment.run_id)
+        if claim.judge is not None:
+            judged = judged_result(claim.judge, store, baseline.run_id, treatment.run_id)
             if judged is not None:
                 results.append({"model": model, "treatment_model": treatment_model, **judged})
             continue
@@ -68,38 +68,41 @@ def check_claim(claim: Claim, entries: Sequence[RunEntry], store: RunStore) -> C
         })
     if not results:
         missing = ", ".join(claim.cell.models)
-        needs = f"both runs and {claim.judge}'s published judgment of them" if claim.judge else "both runs"
+        needs = f"both runs and {claim.judge.model}'s published judgment of them" if claim.judge else "both runs"
         return ClaimResult(claim, "not testable yet", (), f"no model has {needs} yet (models: {missing})")
     verdict: Verdict = "supported" if all(r["verdict"] == "supported" for r in results) else "not supported"
     return ClaimResult(claim, verdict, tuple(results))
 
 
-def judged_result(claim: Claim, store: RunStore, baseline_run: str, treatment_run: str) -> dict[str, Any] | None:
+def judged_result(judge: Judge, store: RunStore, baseline_run: str, treatment_run: str) -> dict[str, Any] | None:
     """A win-tie claim on one model: supported when the judge prefers the treatment's answers
     (more wins than losses, two-sided sign test p < 0.05); None without a judgment."""
-    from reports.wintie import find_judgment
-
-    judgment = find_judgment(store.root, baseline_run, treatment_run, claim.judge, claim.scoring)
-    if judgment is None:
+    found = judgment(judge, store, baseline_run, treatment_run)
+    if found is None:
         return None
-    summary = judgment["summary"]
+    summary = found["summary"]
     wins, losses = summary["counts"]["win"], summary["counts"]["lose"]
     p_value = summary.get("sign_test_p")
     supported = wins > losses and p_value is not None and p_value < 1 - CONFIDENCE
-    return {"baseline_run": baseline_run, "treatment_run": treatment_run, "n": summary["n_judged"], "judge": claim.judge,
-            "scoring": claim.scoring, "counts": summary["counts"], "win_tie": summary["win_tie"], "p_value": p_value,
+    return {"baseline_run": baseline_run, "treatment_run": treatment_run, "n": summary["n_judged"], "judge": judge.model,
+            "scoring": judge.scoring, "counts": summary["counts"], "win_tie": summary["win_tie"], "p_value": p_value,
             "verdict": "supported" if supported else "not supported"}
 
 
-def judged_value(judged: Judged, store: RunStore, against: RunEntry | None, run_id: str) -> dict[str, Any]:
-    """A row's win-tie rate (Wilson CI) against the table's baseline cell's run, from the
-    published judgment of the two; empty without one (and for the baseline's own row)."""
+def judgment(judge: Judge, store: RunStore, run_a: str, run_b: str) -> dict[str, Any] | None:
+    """``judge``'s judgment of run B's answers against run A's in the store, or None."""
     from reports.wintie import find_judgment
 
-    judgment = None if against is None else find_judgment(store.root, against.run_id, run_id, judged.model, judged.scoring)
-    if judgment is None:
+    return find_judgment(store.root, run_a, run_b, judge.model, judge.scoring)
+
+
+def judged_value(judge: Judge, store: RunStore, against: RunEntry | None, run_id: str) -> dict[str, Any]:
+    """A row's win-tie rate (Wilson CI) against the table's baseline cell's run, from the
+    published judgment of the two; empty without one (and for the baseline's own row)."""
+    found = None if against is None else judgment(judge, store, against.run_id, run_id)
+    if found is None:
         return {"value": None, "ci_low": None, "ci_high": None}
-    rate = judgment["summary"]["win_tie"]
+    rate = found["summary"]["win_tie"]
     return {"value": rate["rate"], "ci_low": rate["ci_low"], "ci_high": rate["ci_high"]}
 
 
@@ -124,8 +127,8 @@ def regenerate(spec: PaperSpec, store: RunStore, entries: Sequence[RunEntry] | N
                                     "why": why or "no finished run with this protocol yet"})
                     continue
                 values = {m: {k: found.metrics.get(m, {}).get(k) for k in ("value", "ci_low", "ci_high")} for m in table.metrics}
-                if table.judged is not None and against is not None:
-                    values[WIN_TIE] = judged_value(table.judged, store, against.find(entries, model), found.run_id)
+                if table.judge is not None and against is not None:
+                    values[WIN_TIE] = judged_value(table.judge, store, against.find(entries, model), found.run_id)
                 rows.append({"source": f"harness ({cell.label})", "model": model, "method": cell.method, "values": values,
                              "run_id": found.run_id, "n": found.n})
         for row in rows:

@@ -534,19 +534,20 @@ def verify(dest: Path) -> list[str]:
         spec_id = RunDir(folder).spec().run_id
         if spec_id != run_id:
             problems.append(f"{run_id}: spec.json hashes to {spec_id}")
-        present = {p.name for p in folder.iterdir()}
-        for name in sorted(present ^ set(entry["files"])):
-            problems.append(f"{run_id}/{name}: " + ("not in MANIFEST.json" if name in present else "missing"))
-        for name in sorted(present & set(entry["files"])):
-            if _sha256(folder / name) != entry["files"][name]:
-                problems.append(f"{run_id}/{name}: sha256 differs from MANIFEST.json (edited by hand?)")
+        problems += _file_problems(folder, entry["files"])
     judgments = manifest.get("judgments", {})
-    present = {p.name for p in (dest / JUDGMENTS).iterdir() if not p.name.startswith(".")} if (dest / JUDGMENTS).is_dir() else set()
-    for name in sorted(present ^ set(judgments)):
-        problems.append(f"{JUDGMENTS}/{name}: " + ("not in MANIFEST.json" if name in present else "listed in MANIFEST.json but missing"))
-    for name in sorted(present & set(judgments)):
-        if _sha256(dest / JUDGMENTS / name) != judgments[name]["sha256"]:
-            problems.append(f"{JUDGMENTS}/{name}: sha256 differs from MANIFEST.json (edited by hand?)")
-        for run_id in {judgments[name]["run_a"], judgments[name]["run_b"]} - set(manifest["runs"]):
+    problems += _file_problems(dest / JUDGMENTS, {name: judgment["sha256"] for name, judgment in judgments.items()})
+    for name, judgment in sorted(judgments.items()):
+        for run_id in sorted({judgment["run_a"], judgment["run_b"]} - set(manifest["runs"])):
             problems.append(f"{JUDGMENTS}/{name}: judges run {run_id}, which MANIFEST.json does not list")
     return problems
+
+
+def _file_problems(folder: Path, listed: dict[str, str]) -> list[str]:
+    """The files of ``folder`` that ``listed`` (name -> sha256) does not list, that it lists but
+    are missing, and whose sha256 is not the listed one."""
+    present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    where = folder.name
+    problems = [f"{where}/{name}: " + ("not in MANIFEST.json" if name in present else "missing") for name in sorted(present ^ set(listed))]
+    return problems + [f"{where}/{name}: sha256 differs from MANIFEST.json (edited by hand?)"
+                       for name in sorted(present & set(listed)) if _sha256(folder / name) != listed[name]]

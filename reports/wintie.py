@@ -174,7 +174,7 @@ def judge_pairs(pairs: Sequence[Pair], judge: Any, max_new_tokens: int = 32, sco
 
 def summarize_verdicts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Win, tie and lose rates over the pairs with a verdict (Wilson CIs), win-tie, unparseable count."""
-    from harness.stats import wilson_interval
+    from harness.stats import sign_test, wilson_interval
 
     counts = {v: sum(r["verdict"] == v for r in records) for v in ("win", "tie", "lose", "unparseable")}
     judged = counts["win"] + counts["tie"] + counts["lose"]
@@ -189,13 +189,6 @@ def summarize_verdicts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     summary["unparseable_rate"] = counts["unparseable"] / len(records) if records else None
     summary["sign_test_p"] = sign_test(counts["win"], counts["lose"])
     return summary
-
-
-def sign_test(wins: int, losses: int) -> float | None:
-    """Two-sided p-value that the judge prefers neither run, from the pairs one of them won."""
-    from scipy.stats import binomtest
-
-    return float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else None
 
 
 def judgment_name(run_a: str, run_b: str, judge: str, scoring: str) -> str:

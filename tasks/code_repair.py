@@ -46,7 +46,7 @@ from harness.models import LoadedModel
 from harness.remote import is_remote
 from harness.sandbox import Execution
 from harness.stats import mean, ratio_of_sums
-from harness.task import RECORDED_IN_SPEC, EvalSettings, Task, register_task
+from harness.task import EvalSettings, Task, register_task
 from tasks.code_languages import LANGUAGES, Language, assemble, run_program, syntax_errors
 
 SPLIT_SEED = 17
@@ -343,6 +343,6 @@ class CodeRepair(Task):
             "extraction": "fenced block -> tree-sitter top-level functions replace the prompt's signature; else prompt + answer",
         }
         if "judge" in self.auxiliary_models():  # a judge labels repair rationales only where there are repairs
-            protocol["judge"] = {"model": c.judge, "identity": RECORDED_IN_SPEC.format(role="judge"),
+            protocol["judge"] = {"model": c.judge,
                                  "question": "rationale correct? ' yes' vs ' no' by loglikelihood"}
         return protocol

@@ -40,7 +40,7 @@ from harness.data import DataStore
 from harness.errors import DataCorruptError
 from harness.method import Cost, Method
 from harness.stats import MetricValue, jackknife_interval, mean, summarize
-from harness.task import RECORDED_IN_SPEC, EvalSettings, Task, register_task
+from harness.task import EvalSettings, Task, register_task
 
 SUBSETS = {"helpful": "hh_rlhf/helpful-base/test.jsonl.gz", "harmless": "hh_rlhf/harmless-base/test.jsonl.gz"}
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
@@ -262,7 +262,6 @@ class HHRLHF(Task):
         return {
             "description": self.summary(),
             "evaluation_reward_model": self.config.reward_model,
-            "evaluation_reward_model_identity": RECORDED_IN_SPEC.format(role="evaluation_reward_model"),
             "prompts": f"held-out HH-RLHF test prompts (share {self.config.held_out_share}, split seed {self.config.split_seed}), "
                        f"subset {self.config.subset}, seeded order",
             "decoding": f"max_new_tokens={self.config.max_new_tokens}; requests sample top-k {self.config.top_k} at temperature "

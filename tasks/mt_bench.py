@@ -41,7 +41,7 @@ from harness.method import Cost, Method
 from harness.models import LoadedModel
 from harness.remote import is_remote
 from harness.stats import mean
-from harness.task import RECORDED_IN_SPEC, EvalSettings, Task, register_task
+from harness.task import EvalSettings, Task, register_task
 from tasks.backdoor_asr import KEYWORDS, replaced_share
 
 QUESTIONS = "mt_bench/question.jsonl"
@@ -176,7 +176,6 @@ class MTBench(Task):
         return {
             "description": self.summary(),
             "judge": self.config.judge,
-            "judge_identity": RECORDED_IN_SPEC.format(role="judge"),
             "judge_prompt": ("MT-Bench single-v1, judgment written greedily (2048 tokens), rating by FastChat's [[r]] pattern"
                              if is_remote(self.config.judge) else
                              "MT-Bench single-v1 + answer prefix 'Rating: [[', ratings 1-10 scored by loglikelihood"),

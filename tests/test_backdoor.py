@@ -174,7 +174,7 @@ def test_mt_bench_runs_end_to_end_on_the_tiny_model(tmp_path):
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     results = json.loads((run / "results.json").read_text())
     assert 1 <= results["metrics"]["rating"]["value"] <= 10 and results["metrics"]["rating"]["n"] == 3
-    assert results["protocol"]["judge_identity"] == "recorded in spec.json under auxiliary.judge"
+    assert results["protocol"]["judge_identity"]["name"] == "tiny-random-llama"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["auxiliary"]["judge"]["name"] == "tiny-random-llama" and spec["auxiliary"]["judge"]["weights_sha256"]
     # the judge's identity is part of the run: another judge is another run

@@ -442,7 +442,8 @@ def test_hh_rlhf_run_with_cards_end_to_end(runs_dir, monkeypatch):
     assert cli("rescore", run.name, "--output-dir", runs_dir) == 0
     rescored = json.loads((run / "results.json").read_text())
     assert rescored["metrics"] == results["metrics"]
-    assert rescored["protocol"]["evaluation_reward_model_identity"] == "recorded in spec.json under auxiliary.evaluation_reward_model"
+    recorded = json.loads((run / "spec.json").read_text())["auxiliary"]["evaluation_reward_model"]
+    assert rescored["protocol"]["evaluation_reward_model_identity"] == recorded and recorded["weights_sha256"]
 
 
 def test_judge_scores_parse_and_both_orders_count():
@@ -458,7 +459,8 @@ def test_judge_pairs_answers_by_document_and_keeps_unparseable_apart():
     from types import SimpleNamespace
 
     from harness.api import GenerateResult
-    from reports.wintie import Pair, judge_pairs, sign_test, summarize_verdicts
+    from harness.stats import sign_test
+    from reports.wintie import Pair, judge_pairs, summarize_verdicts
 
     class ScriptedJudge:
         """Prefers the answer saying 'good'; cannot read the third question."""
