@@ -55,7 +55,7 @@ from harness.api import (
 )
 from harness.data import DataStore, HubSource
 from harness.errors import DataCorruptError, DataUnavailableError
-from harness.stats import MetricValue, mean, summarize_all
+from harness.stats import MetricValue, jackknife_interval, mean, summarize_all
 from harness.task import EvalSettings, Task, register_task
 from tasks.emobench_protocol import (
     LETTERS,
@@ -389,6 +389,8 @@ class EmoBench(Task):
 
     def aggregate(self, records: Sequence[dict[str, Any]], seed: int) -> dict[str, MetricValue]:
         out = summarize_all(self.metrics(), records, seed)
+        if self.config.protocol == "paper" and records:
+            out["top_position_share"] = top_position_share(records)
         main = self.metrics()[: 3 if self.config.code == "EU" else 1]
         groups = [("category", sorted({r["category"] for r in records}))]
         if self.config.code == "EU":
@@ -418,6 +420,36 @@ class EmoBench(Task):
             "eu_scoring": "an item counts when the emotion and the cause are both right" if config.code == "EU" else None,
             "system_prompt": self._system() if config.protocol == "2025" or self.prompts else None,
         }
+
+
+def _vote_positions(record: dict[str, Any]) -> list[int]:
+    """The choice positions a paper-protocol record's votes fell on (EU: the emotion's and the
+    cause's), unparsed votes (-1) left out."""
+    votes = []
+    for entry in record["orders"]:
+        votes += [entry[q]["vote"] for q in ("emotion", "cause") if q in entry] if "emotion" in entry else [entry["vote"]]
+    return [v for v in votes if v >= 0]
+
+
+def top_position_share(records: Sequence[dict[str, Any]]) -> MetricValue:
+    """The share of votes on the single most chosen choice position (A, B, ...) over all items
+    and orders: near 1/k for a model that reads the choices, 1.0 for one that answers one letter
+    every time, whatever the question; the four shipped orders move the right answer, so such
+    a model's accuracy is only the share of right answers at that letter. Pooled over items, so
+    the interval is the delete-one jackknife's, as for distinct-n."""
+    positions = [_vote_positions(r) for r in records]
+    width = 1 + max((p for ps in positions for p in ps), default=0)
+    counts = np.array([np.bincount(ps, minlength=width) for ps in positions], dtype=float).reshape(len(records), width)
+    total = counts.sum(axis=0)
+
+    def share(column_sums: np.ndarray) -> float:
+        n = column_sums.sum()
+        return float(column_sums.max() / n) if n else float("nan")
+
+    value = share(total)
+    without_each = np.array([share(total - row) for row in counts])
+    low, high, how = jackknife_interval(value, without_each)
+    return MetricValue(value, low, high, len(records), False, how)
 
 
 def _read_json(data: DataStore, relative: str) -> Any:

@@ -19,7 +19,7 @@ from harness.method import Method, MethodOptions
 from harness.task import EvalSettings
 from methods.emoprompt import EmoPrompt, EmoPromptArgs
 from tasks.emobench import EmoBench, EmoBenchConfig
-from tasks.emobench_protocol import majority_vote, parse_json_response, process_output, system_2025
+from tasks.emobench_protocol import choice_block, majority_vote, parse_json_response, process_output, system_2025
 from tests.conftest import REPO, cli
 
 EU_CHOICES = ["Delight", "Anger", "Gratitude & Joy", "Hopeless", "Pride", "Disappointment"]
@@ -165,6 +165,25 @@ def test_loglikelihood_mode_scores_the_choice_letters(mirror: Path) -> None:
     assert records[0]["orders"][0]["emotion"]["vote"] == 2 and records[0]["unparsed_rate"] == 0.0
     with pytest.raises(ValueError):
         EmoBenchConfig(mode="loglikelihood", protocol="2025")
+
+
+def test_top_position_share_exposes_a_one_letter_answerer(mirror: Path) -> None:
+    task, docs = _docs(EmoBenchConfig(part="application", mode="loglikelihood"), 6)
+    always_a = task.evaluate(docs, Scripted(None, scores=lambda r: 1.0 if r.continuation == "(a)" else 0.0), EvalSettings(chat=False, seed=0))
+    metrics = task.aggregate(always_a, 0)
+    labels = [order["label"] for doc in docs for order in doc.data["orders"]]
+    assert metrics["top_position_share"].value == 1.0
+    assert metrics["accuracy"].value == pytest.approx(labels.count(0) / len(labels))  # right only where the answer is (a)
+
+    def reader(request: LoglikelihoodRequest) -> float:  # picks the right choice, wherever an order put it
+        order = next(o for d in docs for o in d.data["orders"]
+                     if d.data["scenario"] in request.context and choice_block(o["choices"]) in request.context)
+        return 1.0 if request.continuation == f"({'abcd'[order['label']]})" else 0.0
+
+    right = task.evaluate(docs, Scripted(None, scores=reader), EvalSettings(chat=False, seed=0))
+    share = task.aggregate(right, 0)["top_position_share"]
+    assert share.value == pytest.approx(max(labels.count(k) for k in range(4)) / len(labels)) and share.value < 1.0
+    assert share.ci_low is not None and share.ci_low <= share.value <= share.ci_high
 
 
 def test_paper_files_hold_the_documented_items(mirror: Path) -> None:
