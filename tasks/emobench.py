@@ -29,7 +29,9 @@ and cause accuracy, the unparsed rate (replies ``process_output`` reads as -1), 
 (EA: Relationship-Problem as in the 2025 data; EU: coarse and fine-grained categories), and
 two floors computed on the same items: ``chance`` (uniform guessing) and ``random_official``
 (the official ``random`` model: a choice's text drawn at random, parsed, voted, so it
-inherits the parser's faults; EA 24.12/26.12 and EU 2.62 in the paper).
+inherits the parser's faults; EA 24.12/26.12 and EU 2.62 in the paper). The paper protocol
+also reports ``top_position_share``: the share of votes on the most chosen letter, 1.0 for a
+model that gives one letter whatever the question.
 """
 
 from __future__ import annotations
@@ -427,7 +429,10 @@ def _vote_positions(record: dict[str, Any]) -> list[int]:
     cause's), unparsed votes (-1) left out."""
     votes = []
     for entry in record["orders"]:
-        votes += [entry[q]["vote"] for q in ("emotion", "cause") if q in entry] if "emotion" in entry else [entry["vote"]]
+        if "emotion" in entry:
+            votes += [entry["emotion"]["vote"], entry["cause"]["vote"]]
+        else:
+            votes.append(entry["vote"])
     return [v for v in votes if v >= 0]
 
 
