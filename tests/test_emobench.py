@@ -163,6 +163,7 @@ def test_loglikelihood_mode_scores_the_choice_letters(mirror: Path) -> None:
     assert [r.continuation for r in method.seen[:6]] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
     assert f"feel {order['emotion_choices'][2]} in this situation" in method.seen[6].context
     assert records[0]["orders"][0]["emotion"]["vote"] == 2 and records[0]["unparsed_rate"] == 0.0
+    assert task.aggregate(records, 0)["top_position_share"].value == 1.0  # the emotion's and the cause's votes both (c)
     with pytest.raises(ValueError):
         EmoBenchConfig(mode="loglikelihood", protocol="2025")
 
