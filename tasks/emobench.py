@@ -444,7 +444,7 @@ def top_position_share(records: Sequence[dict[str, Any]]) -> MetricValue:
     the interval is the delete-one jackknife's, as for distinct-n."""
     positions = [_vote_positions(r) for r in records]
     width = 1 + max((p for ps in positions for p in ps), default=0)
-    counts = np.array([np.bincount(ps, minlength=width) for ps in positions], dtype=float).reshape(len(records), width)
+    counts = np.array([np.bincount(ps, minlength=width) for ps in positions], dtype=float)
     total = counts.sum(axis=0)
 
     def share(column_sums: np.ndarray) -> float:
