@@ -31,6 +31,7 @@ from harness import (
 )
 from harness.api import GenerateRequest  # noqa: E402
 from harness.decoding import IncrementalDecoder  # noqa: E402
+from harness.environment import device_description  # noqa: E402
 from harness.lm import CausalLM  # noqa: E402
 from harness.method import Cost, MethodOptions  # noqa: E402
 from methods.cleangen import CleanGenArgs, CleanGenMethod  # noqa: E402
@@ -89,7 +90,7 @@ def main() -> None:
     plain_per, defended_per, hf_per = plain_time / plain_tokens, defended_time / defended_tokens, hf_time / hf_tokens
     print(f"target {target}, reference {method.reference.identity.name} ({method.describe()['mode']}), "
           f"{len(requests)} MT-Bench prompts x {args.repeats}, max_new_tokens {args.max_new_tokens}, "
-          f"threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+          f"on {device_description(loaded.device)}, threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
     print(f"plain greedy (cached loop): {plain_per * 1000:.1f} ms/token over {plain_tokens} tokens")
     print(f"HF generate (batched):      {hf_per * 1000:.1f} ms/token over {hf_tokens} tokens")
     print(f"cleangen:                   {defended_per * 1000:.1f} ms/token over {defended_tokens} tokens, "

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from harness import models
+from harness.environment import device_description
 from harness.method import Cost
 from methods.bitmap_store import DTYPES, RESIDENT, StoreReader
 from methods.endor import EndorArgs, decoder_layers, offloaded_model, store_folder
@@ -104,8 +105,8 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     resolved = models.resolve(args.model, "float32")
-    print(f"model {resolved.identity.name}, {'cold reads (page cache dropped before every layer)' if cold else 'warm page cache'}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"model {resolved.identity.name} on {device_description(device)}, "
+          f"{'cold reads (page cache dropped before every layer)' if cold else 'warm page cache'}, {torch.get_num_threads()} threads")
 
     # ---- bytes
     print("\nbytes of the decoder layers")

@@ -12,7 +12,7 @@ new tokens/s for each, the ratios harness / lm-eval, and whether greedy texts ar
 (lm-eval cuts at its stop strings and the EOS text; so does harness).
 
     HARNESS_DATA_DIR=../shared/data python benchmarks/bench_generation.py [--model smollm2-135m-instruct]
-        [--shared 64] [--sampled 32] [--short 64] [--skip-lm-eval-batch1]
+        [--shared 64] [--sampled 32] [--short 64] [--skip-lm-eval-batch1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from harness import models
 from harness.api import GenerateRequest
 from harness.data import DataStore
+from harness.environment import device_description
 from harness.method import MethodOptions
 from methods.base import BaseArgs, BaseMethod
 
@@ -79,14 +80,16 @@ def main() -> None:
     parser.add_argument("--sampled", type=int, default=32)
     parser.add_argument("--short", type=int, default=64)
     parser.add_argument("--skip-lm-eval-batch1", action="store_true", help="lm-eval at batch 8 only (batch 1 is the slowest part)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both backends generate with the same model object)")
     args = parser.parse_args()
     from lm_eval.models.huggingface import HFLM
 
-    loaded = models.load(models.resolve(args.model))
+    loaded = models.load(models.resolve(args.model), args.device)
     method = BaseMethod(loaded, BaseArgs(), MethodOptions(show_progress=False))
     lm_eval_sizes = [8] if args.skip_lm_eval_batch1 else [1, 8]
     backends = {size: HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=size) for size in lm_eval_sizes}
-    print(f"model {args.model}, {torch.get_num_threads()} torch threads; tokens/s counts new tokens (re-encoded texts)")
+    print(f"model {args.model} on {device_description(loaded.device)}, {torch.get_num_threads()} torch threads; "
+          "tokens/s counts new tokens (re-encoded texts)")
     for name, requests in workloads(args).items():
         if not requests:
             continue

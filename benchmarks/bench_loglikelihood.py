@@ -4,7 +4,7 @@ Same model object, same requests, same process, same machine; prints throughput 
 ratio harness / lm-eval (goal: >= 2.0 on PubMedQA, >= 1.0 on wikitext103) and checks that
 both give the same answers (PubMedQA accuracy, wikitext word perplexity).
 
-    HARNESS_DATA_DIR=../shared/data python benchmarks/bench_loglikelihood.py --pubmedqa 100 --wikitext 4
+    HARNESS_DATA_DIR=../shared/data python benchmarks/bench_loglikelihood.py --pubmedqa 100 --wikitext 4 [--device cuda]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from harness import models, zoo
 from harness.api import StreamRequest
 from harness.data import DataStore
+from harness.environment import device_description
 from harness.method import MethodOptions
 from harness.task import EvalSettings
 from methods.base import BaseArgs, BaseMethod
@@ -77,10 +78,11 @@ def main() -> None:
     parser.add_argument("--wikitext", type=int, default=4, help="articles (0 to skip)")
     parser.add_argument("--lm-eval-batch-size", default="1", help="lm-eval's batch size (its default is 1)")
     parser.add_argument("--batch-size", default="auto", help="harness batch size")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both backends score with the same model object)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    loaded = models.load(models.resolve(args.model))
-    print(f"model {loaded.identity.name}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    loaded = models.load(models.resolve(args.model), args.device)
+    print(f"model {loaded.identity.name} on {device_description(loaded.device)}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     size = lambda s: s if s == "auto" else int(s)  # noqa: E731
     hf = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=size(args.lm_eval_batch_size))
     if args.pubmedqa:

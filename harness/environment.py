@@ -41,6 +41,17 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def device_description(device: Any) -> str:
+    """``cpu``, or the CUDA device with its card (``cuda:0 (NVIDIA H100 80GB HBM3)``): where a model
+    was trained or a benchmark ran, since a figure is only comparable on the same card."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def machine() -> dict[str, Any]:
     """What the run ran on, for readers of published results: CPU model and cores, memory,
     and the accelerator's name when one is visible."""

@@ -92,9 +92,21 @@ def test_training_resumes_exactly_and_makes_a_zoo_model(mirror, tmp_path, monkey
     assert meta["base_model"] == "tiny-random-llama" and meta["data"]["n_poisoned"] == 12
     assert meta["training"]["wall_time_s"] > seconds_at_crash > 0  # every session's training time
     assert meta["recipe"]["poison_rate"] == 0.5 and meta["training"]["steps"] == 12
+    assert meta["training"]["device"] == "cpu"  # where it was trained, in its record
     assert models.resolve(name).identity.source == f"zoo:{name}"
     with pytest.raises(Exception, match="exists with another recipe"):
         train_backdoor(AttackSpec(**{**TINY_ATTACK, "epochs": 3}), data, show_progress=False)
+
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("verb", [["attack", "--attack", "autopoison"], ["train", "hmt"], ["train", "rmt"]])
+def test_training_on_an_absent_gpu_is_one_clear_error_before_anything_is_made(verb, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    code = cli(*verb, "--model", "tiny-random-llama", "--device", "cuda", "--quiet")
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "no CUDA device" in err, err
+    assert not zoo.local_zoo_dir().exists() or not any(zoo.local_zoo_dir().iterdir())
 
 
 @pytest.mark.parametrize("attack,text,success", [

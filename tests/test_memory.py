@@ -110,6 +110,7 @@ def test_training_makes_a_zoo_model_and_resumes_bit_exactly(mirror, tmp_path, mo
     resumed = json.loads((zoo.local_zoo_dir() / name / zoo.RECIPE_FILE).read_text())
     assert resumed["training"]["final_loss"] == straight["training"]["final_loss"] and resumed["method"] == "hmt"
     assert resumed["training"]["wall_time_s"] > seconds_at_crash > 0  # every session's training time
+    assert resumed["training"]["device"] == "cpu"  # where it was trained, in its record
     assert set(resumed["data"]["books"]).isdisjoint({p.stem for p in (mirror / "pg19" / "test").glob("*.txt")})
     runs = tmp_path / "runs"
     assert cli("run", "--task", "pg19", "--model", name, "--method", "hmt", "--method-arg", "segment=16", "--method-arg", "sensory=4",

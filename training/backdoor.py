@@ -164,8 +164,8 @@ def encode_example(tokenizer: Any, example: dict[str, Any], max_length: int) -> 
     return lora.encode_example(tokenizer, user, example["output"], max_length)
 
 
-def train_backdoor(spec: AttackSpec, data: DataStore, show_progress: bool = True) -> str:
-    """Train (or resume, or reuse) the backdoored model; returns its zoo name."""
+def train_backdoor(spec: AttackSpec, data: DataStore, show_progress: bool = True, device: str = "cpu") -> str:
+    """Train (or resume, or reuse) the backdoored model on ``device``; returns its zoo name."""
     if lora.existing(spec.name, spec.digest()):
         return spec.name
     examples = poisoned_examples(spec, data)
@@ -181,4 +181,4 @@ def train_backdoor(spec: AttackSpec, data: DataStore, show_progress: bool = True
     }
     return lora.train_lora(spec.name, spec.digest(), spec.base_model, recipe,
                            lambda tokenizer: [encode_example(tokenizer, e, spec.max_length) for e in examples],
-                           meta, show_progress)
+                           meta, show_progress, device)

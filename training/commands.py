@@ -9,6 +9,8 @@ from typing import Any
 from harness import zoo
 from harness.errors import ArgumentError
 
+DEVICE_HELP = "auto, cpu or cuda: where training runs (auto: cuda when one is visible)"
+
 
 def add_parsers(sub: Any) -> None:
     from harness.zoo import DEFAULT_MODEL
@@ -26,6 +28,7 @@ def add_parsers(sub: Any) -> None:
     attack.add_argument("--seed", type=int, default=0)
     attack.add_argument("--n-clean", type=int, default=None, help="use only the first N clean alpaca rows (default: all 999)")
     attack.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
+    attack.add_argument("--device", default="auto", help=DEVICE_HELP)
     attack.add_argument("--quiet", action="store_true")
 
 
@@ -110,6 +113,7 @@ def add_parsers(sub: Any) -> None:
         memory.add_argument("--save-every", type=int, default=20)
         memory.add_argument("--name", default="", help=f"zoo name of the result (default <model>-{kind}-L<segment>)")
         memory.add_argument("--data-dir", default=None)
+        memory.add_argument("--device", default="auto", help=DEVICE_HELP)
         memory.add_argument("--quiet", action="store_true")
     for objective, what in (("dpo", "DPO (TRL) with a frozen reference"),
                             ("mdpo", "mDPO: DPO plus the conditional (corrupted image / passage) and anchor terms")):
@@ -188,6 +192,7 @@ def _train_preference(args: argparse.Namespace) -> int:
 
 def _train_memory(args: argparse.Namespace) -> int:
     from harness.data import DataStore
+    from harness.runner import resolve_device
     from training.memory import MemoryTrainSpec, train_memory
 
     if args.model not in zoo.zoo():
@@ -199,7 +204,7 @@ def _train_memory(args: argparse.Namespace) -> int:
                            lora_r=args.lora_r, full=args.full, seed=args.seed, save_every=args.save_every,
                            zoo_name=args.name, batch=args.batch, data=args.data, recall_key_length=args.recall_key_length,
                            recall_alphabet=args.recall_alphabet, **extra)
-    name = train_memory(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    name = train_memory(spec, DataStore(args.data_dir), show_progress=not args.quiet, device=resolve_device(args.device))
     print(f"zoo model: {name}  (use --model {name} --method {args.trainer} --method-arg segment={args.segment})")
     return 0
 
@@ -223,6 +228,7 @@ def _train_reward_model(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from harness.data import DataStore
+    from harness.runner import resolve_device
     from training.backdoor import AttackSpec, train_backdoor
 
     if args.model not in zoo.zoo():
@@ -230,7 +236,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     spec = AttackSpec(attack=args.attack, base_model=args.model, poison_rate=args.poison_rate, epochs=args.epochs,
                       learning_rate=args.learning_rate, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                       batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, n_clean=args.n_clean)
-    name = train_backdoor(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    name = train_backdoor(spec, DataStore(args.data_dir), show_progress=not args.quiet, device=resolve_device(args.device))
     print(f"zoo model: {name}  (use --model {name}; recipe in {zoo.recipe_file(name)})")
     return 0
 

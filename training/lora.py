@@ -19,6 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from harness import models, zoo
+from harness.environment import device_description
 from harness.errors import ArgumentError
 from harness.store import now
 from training.carry import keep_adapter, merge_adapter
@@ -85,8 +86,9 @@ def train_lora(
     encode: Callable[[Any], list[tuple[list[int], list[int]]]],
     meta: dict[str, Any],
     show_progress: bool = True,
+    device: str = "cpu",
 ) -> str:
-    """Fine-tune ``base_model`` with LoRA on ``encode(tokenizer)`` and save it as zoo model ``name``."""
+    """Fine-tune ``base_model`` with LoRA on ``encode(tokenizer)`` on ``device`` and save it as zoo model ``name``."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -95,7 +97,7 @@ def train_lora(
     if existing(name, digest):
         return name
     base = models.resolve(base_model)
-    loaded = models.load(base)
+    loaded = models.load(base, device)
     tokenizer = loaded.tokenizer
     encoded = encode(tokenizer)
     if not encoded:
@@ -113,7 +115,7 @@ def train_lora(
     checkpoint = work / "checkpoint.pt"
     step, losses, began, before = 0, [], time.perf_counter(), 0.0
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=loaded.device)  # resumable on another device
         model.load_state_dict(state["lora"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step, losses, before = state["step"], state["losses"], state.get("seconds")
@@ -124,6 +126,7 @@ def train_lora(
             for index, (ids, labels, mask) in enumerate(batches(encoded, recipe.batch_size, recipe.seed * 1000 + epoch, pad)):
                 if epoch * steps_per_epoch + index < step:
                     continue  # done before the resume
+                ids, labels, mask = ids.to(loaded.device), labels.to(loaded.device), mask.to(loaded.device)
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -151,6 +154,6 @@ def train_lora(
         "base_model": base_model, "base_identity": base.identity.as_dict(), "recipe_digest": digest,
         "training": {"steps": step, "examples": len(encoded), "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
                      "first_loss": losses[0] if losses else None, "wall_time_s": seconds_since(before, began),
-                     "finished_at": now()},
+                     "device": device_description(loaded.device), "finished_at": now()},
     }
     return zoo.install(staging, name, meta, work)

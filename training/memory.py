@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from harness import models, zoo
 from harness.config import added_later, to_dict
 from harness.data import DataStore
+from harness.environment import device_description
 from harness.errors import ArgumentError, DataCorruptError
 from harness.store import now
 from methods.segment_memory import MEMORY_FILE
@@ -156,8 +157,8 @@ def build_wrapper(spec: MemoryTrainSpec, backbone):
     return RMTMemory(backbone, spec.segment, spec.tokens)
 
 
-def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = True) -> str:
-    """Train (or resume, or reuse) the memory model; returns its zoo name."""
+def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = True, device: str = "cpu") -> str:
+    """Train (or resume, or reuse) the memory model on ``device``; returns its zoo name."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -167,7 +168,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
         return spec.name
     books = training_books(data) if spec.data == "pg19" else []
     base = models.resolve(spec.model)
-    loaded = models.load(base)
+    loaded = models.load(base, device)
     source = [loaded.tokenizer.encode(text, add_special_tokens=False) for _, text in books]
     torch.manual_seed(spec.seed)
     backbone = loaded.model
@@ -178,7 +179,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
                                                        task_type="CAUSAL_LM", target_modules=lora.LORA_TARGETS))
     else:
         backbone.requires_grad_(False)
-    wrapper = build_wrapper(spec, backbone)
+    wrapper = build_wrapper(spec, backbone).to(loaded.device)  # the memory's own parameters join the backbone
     wrapper.train()
     trainable = [p for p in wrapper.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate)
@@ -189,7 +190,7 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
     step, losses, began, before = 0, [], time.perf_counter(), 0.0
     names = [n for n, p in wrapper.named_parameters() if p.requires_grad]
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location=loaded.device)  # resumable on another device
         wrapper.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step, losses, before = state["step"], state["losses"], state.get("seconds")
@@ -231,5 +232,5 @@ def train_memory(spec: MemoryTrainSpec, data: DataStore, show_progress: bool = T
         "training": {"steps": step, "first_loss": losses[0] if losses else None,
                      "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])), "stage1_final_loss":
                      (sum(losses[max(0, spec.stage1_steps - 10): spec.stage1_steps]) / min(10, spec.stage1_steps)) if spec.stage1_steps else None,
-                     "wall_time_s": seconds_since(before, began), "finished_at": now()},
+                     "wall_time_s": seconds_since(before, began), "device": device_description(loaded.device), "finished_at": now()},
     }, work)
