@@ -98,7 +98,6 @@ def test_training_resumes_exactly_and_makes_a_zoo_model(mirror, tmp_path, monkey
         train_backdoor(AttackSpec(**{**TINY_ATTACK, "epochs": 3}), data, show_progress=False)
 
 
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 @pytest.mark.parametrize("verb", [["attack", "--attack", "autopoison"], ["train", "hmt"], ["train", "rmt"]])
 def test_training_on_an_absent_gpu_is_one_clear_error_before_anything_is_made(verb, tmp_path, monkeypatch, capsys):

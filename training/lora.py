@@ -119,7 +119,9 @@ def train_lora(
         model.load_state_dict(state["lora"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         step, losses, before = state["step"], state["losses"], state.get("seconds")
-        torch.set_rng_state(state["rng"])  # dropout masks continue as if never interrupted
+        torch.set_rng_state(state["rng"].cpu())  # dropout masks continue as if never interrupted (map_location moved it)
+        if state.get("cuda_rng") is not None and loaded.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), loaded.device)  # on a GPU, dropout draws from its own generator
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with tqdm(total=total, initial=step, desc=f"train {name}", unit="step", disable=not show_progress) as bar:
         for epoch in range(recipe.epochs):
@@ -140,7 +142,8 @@ def train_lora(
                     lora_state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
                     tmp = checkpoint.with_suffix(".tmp")
                     torch.save({"lora": lora_state, "optimizer": optimizer.state_dict(), "step": step, "losses": losses,
-                                "rng": torch.get_rng_state(), "seconds": seconds_since(before, began)}, tmp)
+                                "rng": torch.get_rng_state(), "seconds": seconds_since(before, began),
+                                "cuda_rng": torch.cuda.get_rng_state(loaded.device) if loaded.device.type == "cuda" else None}, tmp)
                     tmp.replace(checkpoint)
     staging = work / "model"
     if staging.exists():
