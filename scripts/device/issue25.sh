@@ -16,7 +16,7 @@
 # Each check's output goes to $OUT/<check>.log; the card and versions to $OUT/card.txt.
 # DEVICE=cpu (and KIT=another folder) dry-runs the kit on a CPU machine.
 set -uo pipefail
-KIT="${KIT:-/root/issue25-kit}"
+KIT="${KIT:-$HOME/issue25-kit}"  # outside the checkout: a carried path never replaces it
 DEVICE="${DEVICE:-cuda}"
 mkdir -p "$KIT"
 for part in .device/call1 .device/call2 .device/call3; do
@@ -38,7 +38,7 @@ if [ ! -f "$KIT/installed" ]; then
     touch "$KIT/installed"
 fi
 export PYTHONPATH="$KIT/site:$PWD" HARNESS_DATA_DIR="$KIT/data" HARNESS_CACHE_DIR="$KIT/cache" PYTHONUNBUFFERED=1
-OUT="${OUT:-/tmp/issue25-out}"; mkdir -p "$OUT"
+OUT="${OUT:-$KIT/out}"; mkdir -p "$OUT"  # the device tool sets OUT; a dry run writes into the kit
 { nvidia-smi -L; python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)"; } > "$OUT/card.txt" 2>&1
 cat "$OUT/card.txt"
 
