@@ -69,9 +69,10 @@ def language_model(loaded: LoadedModel, cost: Cost, batch_size: int | Literal["a
     return CausalLM(loaded, cost, batch_size, max_length, seed, show_progress)
 
 
-def auxiliary_lm(name: str, like: LoadedModel | None = None, seed: int = 0) -> LanguageModel:
+def auxiliary_lm(name: str, like: LoadedModel | None = None, seed: int = 0, device: str | None = None) -> LanguageModel:
     """A second model (a judge, a teacher) as a quiet language model with its own cost, loaded
-    like the run's model (``models.load_auxiliary``); a model behind an API serves too."""
+    like the run's model (``models.load_auxiliary``), or on ``device`` where there is no run's
+    model; a model behind an API serves too."""
     from harness import models
 
-    return language_model(models.load_auxiliary(name, like=like), Cost(), "auto", None, seed, False)
+    return language_model(models.load_auxiliary(name, like=like, device=device), Cost(), "auto", None, seed, False)

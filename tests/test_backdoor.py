@@ -99,10 +99,12 @@ def test_training_resumes_exactly_and_makes_a_zoo_model(mirror, tmp_path, monkey
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
-@pytest.mark.parametrize("verb", [["attack", "--attack", "autopoison"], ["train", "hmt"], ["train", "rmt"]])
+@pytest.mark.parametrize("verb", [["attack", "--attack", "autopoison", "--model", "tiny-random-llama"],
+                                  ["train", "hmt", "--model", "tiny-random-llama"], ["train", "rmt", "--model", "tiny-random-llama"],
+                                  ["train", "distilrr", "--student", "tiny-random-llama", "--teacher", "gemma3-270m", "--language", "perl"]])
 def test_training_on_an_absent_gpu_is_one_clear_error_before_anything_is_made(verb, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
-    code = cli(*verb, "--model", "tiny-random-llama", "--device", "cuda", "--quiet")
+    code = cli(*verb, "--device", "cuda", "--quiet")
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "no CUDA device" in err, err
     assert not zoo.local_zoo_dir().exists() or not any(zoo.local_zoo_dir().iterdir())

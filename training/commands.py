@@ -69,6 +69,7 @@ def add_parsers(sub: Any) -> None:
     distil.add_argument("--batch-size", type=int, default=4)
     distil.add_argument("--max-length", type=int, default=1024)
     distil.add_argument("--seed", type=int, default=0)
+    distil.add_argument("--device", default="auto", help=DEVICE_HELP)
     distil.add_argument("--data-dir", default=None, help="local data mirror; default $HARNESS_DATA_DIR")
     distil.add_argument("--quiet", action="store_true")
     restore = which.add_parser("restore", help="rebuild a carried model (harness publish --model) into the local zoo: its adapter "
@@ -144,6 +145,7 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from harness.data import DataStore
+    from harness.runner import resolve_device
     from training.distilrr import DistillSpec, train_distilrr
 
     if args.trainer in ("hmt", "rmt"):
@@ -167,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        max_new_tokens=args.max_new_tokens, epochs=args.epochs, learning_rate=args.learning_rate,
                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size, max_length=args.max_length,
                        seed=args.seed)
-    name = train_distilrr(spec, DataStore(args.data_dir), show_progress=not args.quiet)
+    name = train_distilrr(spec, DataStore(args.data_dir), show_progress=not args.quiet, device=resolve_device(args.device))
     print(f"zoo model: {name}  (use --method distilrr --method-arg checkpoint={name} --model {args.student})")
     return 0
 

@@ -78,8 +78,9 @@ class DistillSpec:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_distillation_set(spec: DistillSpec, data: DataStore, show_progress: bool = True) -> list[dict[str, Any]]:
-    """The kept (incorrect code, error, rationale, fixed code) examples; resumes from its file."""
+def build_distillation_set(spec: DistillSpec, data: DataStore, show_progress: bool = True, device: str = "cpu") -> list[dict[str, Any]]:
+    """The kept (incorrect code, error, rationale, fixed code) examples, the student and teacher
+    generating on ``device``; resumes from its file."""
     path = zoo.local_zoo_dir() / f".distill-{spec.name}-{spec.digest('set')}" / "distill_set.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
@@ -88,7 +89,7 @@ def build_distillation_set(spec: DistillSpec, data: DataStore, show_progress: bo
     todo = [(lang, p) for lang, pool in pools.items() for p in pool if (lang, p["task_id"]) not in seen]
     if not todo:
         return [row for row in done if row["kept"]]
-    student = auxiliary_lm(spec.student, seed=spec.seed)
+    student = auxiliary_lm(spec.student, seed=spec.seed, device=device)
     teacher = auxiliary_lm(spec.teacher, like=student.loaded, seed=spec.seed)
     with path.open("a", encoding="utf-8") as out, tqdm(total=len(todo), desc="distillation set", unit="problem",
                                                         disable=not show_progress) as bar:
@@ -134,10 +135,10 @@ def training_answer(example: dict[str, Any]) -> str:
     return (rationale + "\n\n" if rationale else "") + f"```{example['language']}\n{example['fixed_code']}\n```"
 
 
-def train_distilrr(spec: DistillSpec, data: DataStore, show_progress: bool = True) -> str:
+def train_distilrr(spec: DistillSpec, data: DataStore, show_progress: bool = True, device: str = "cpu") -> str:
     if lora.existing(spec.name, spec.digest()):
         return spec.name
-    examples = build_distillation_set(spec, data, show_progress)
+    examples = build_distillation_set(spec, data, show_progress, device)
     if not examples:
         raise ArgumentError(f"the teacher's repairs never passed (0 examples from {spec.problems} problems per language); "
                             "try more --teacher-tries, more --problems or a stronger --teacher")
@@ -155,4 +156,4 @@ def train_distilrr(spec: DistillSpec, data: DataStore, show_progress: bool = Tru
         "data": {"examples": len(examples), "per_language": {lang: sum(e["language"] == lang for e in examples) for lang in spec.languages},
                  "source": "MBXP distillation pool (random.seed(17) shuffle, first 800)"},
     }
-    return lora.train_lora(spec.name, spec.digest(), spec.student, recipe, encode, meta, show_progress)
+    return lora.train_lora(spec.name, spec.digest(), spec.student, recipe, encode, meta, show_progress, device)
